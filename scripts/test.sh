@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit, property and end-to-end
+# tests, and the built-in scan over the bundled fixtures. Installs what it
+# needs (idempotently) and needs only the Rust toolchain to start.
+#
+#   bash scripts/test.sh
+#
+# Builds go to $CARGO_TARGET_DIR (default ~/.cache/kaudit-target) so that a
+# fresh clone reuses earlier builds. PROPTEST_CASES bounds the property
+# tests (default 256 per property).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kaudit-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export PROPTEST_CASES="${PROPTEST_CASES:-256}"
+start=$(date +%s)
+step() { printf '\n== %s (%ss)\n' "$1" "$(( $(date +%s) - start ))"; }
+
+step "tools"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt || true
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --locked --all-targets
+
+step "tests (unit, property, end-to-end)"
+cargo nextest run --locked --no-fail-fast
+
+step "smoke: scan the bundled fixtures"
+"$CARGO_TARGET_DIR/debug/kaudit" scan fixtures/ >/dev/null
+
+step "done"

@@ -1,0 +1,547 @@
+//! `AuditEvent`: the normalised `audit.k8s.io/v1` Event, as a borrowed view.
+//!
+//! Every decoder (`crate::decode`) produces this one type, whatever envelope
+//! the event arrived in. Strings borrow from the input buffer where the JSON
+//! has no escapes (`Cow::Borrowed`) and are copied only when it does;
+//! `requestObject`, `responseObject` and `authenticationMetadata` stay raw JSON
+//! until a detector asks for them. Unknown fields are ignored, `kind` and
+//! `apiVersion` may be missing (shippers drop them), and `v1beta1` events
+//! parse the same way.
+//!
+//! This module owns the shape of an event and the accessors detectors use
+//! (the parsed `requestURI` query, the exec command, the stage). Deciding
+//! whether some JSON *is* an audit event, and where it came from, is the
+//! decoder's job.
+
+pub mod query;
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+pub use query::Query;
+
+/// Ordered string pairs (annotations), borrowed where possible.
+pub type StrPairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+/// Ordered string-list pairs (`user.extra`), borrowed where possible.
+pub type ListPairs<'a> = Vec<(Cow<'a, str>, Vec<Cow<'a, str>>)>;
+
+/// One audit event. Field names follow `audit.k8s.io/v1`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent<'a> {
+    /// `Event`, or absent.
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub kind: Option<Cow<'a, str>>,
+    /// `audit.k8s.io/v1`, `audit.k8s.io/v1beta1`, or absent.
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub api_version: Option<Cow<'a, str>>,
+    /// `None`, `Metadata`, `Request` or `RequestResponse`.
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub level: Option<Cow<'a, str>>,
+    /// Unique per request; shared by all stages of one request.
+    #[serde(borrow, default, rename = "auditID", deserialize_with = "opt_cow")]
+    pub audit_id: Option<Cow<'a, str>>,
+    /// The stage this copy of the event was logged at.
+    #[serde(default)]
+    pub stage: Option<Stage>,
+    /// Path and query as the client sent them.
+    #[serde(borrow, default, rename = "requestURI", deserialize_with = "opt_cow")]
+    pub request_uri: Option<Cow<'a, str>>,
+    /// The Kubernetes verb (`get`, `create`, `impersonate`, ...).
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub verb: Option<Cow<'a, str>>,
+    /// The authenticated caller.
+    #[serde(borrow, default)]
+    pub user: UserInfo<'a>,
+    /// Who the caller impersonated, if anyone.
+    #[serde(borrow, default)]
+    pub impersonated_user: Option<UserInfo<'a>>,
+    /// X-Forwarded-For values first, the connection's remote address last.
+    #[serde(borrow, default, rename = "sourceIPs", deserialize_with = "cow_vec")]
+    pub source_ips: Vec<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub user_agent: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub object_ref: Option<ObjectRef<'a>>,
+    #[serde(borrow, default)]
+    pub response_status: Option<ResponseStatus<'a>>,
+    /// The request body (Request and RequestResponse levels), unparsed.
+    #[serde(borrow, default)]
+    pub request_object: Option<&'a RawValue>,
+    /// The response body (RequestResponse level), unparsed.
+    #[serde(borrow, default)]
+    pub response_object: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub request_received_timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub stage_timestamp: Option<Cow<'a, str>>,
+    /// Annotations in the order they appear.
+    #[serde(borrow, default, deserialize_with = "string_pairs")]
+    pub annotations: StrPairs<'a>,
+    /// Kubernetes ≥ 1.35 (`impersonationConstraint`), unparsed.
+    #[serde(borrow, default)]
+    pub authentication_metadata: Option<&'a RawValue>,
+
+    /// The cluster the event belongs to, lower-cased (set by the decoder).
+    #[serde(skip)]
+    pub cluster: Option<Cow<'a, str>>,
+    /// Which envelope carried the event and where it sat in the input.
+    #[serde(skip)]
+    pub origin: Origin,
+    /// The input it was read from (a path, `-`, a source name).
+    #[serde(skip)]
+    pub source: &'a str,
+    /// The event's JSON text, verbatim: the evidence.
+    #[serde(skip)]
+    pub raw: &'a str,
+}
+
+/// The stage of request handling an event was logged at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Stage {
+    RequestReceived,
+    ResponseStarted,
+    ResponseComplete,
+    Panic,
+    /// A stage this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::RequestReceived => "RequestReceived",
+            Stage::ResponseStarted => "ResponseStarted",
+            Stage::ResponseComplete => "ResponseComplete",
+            Stage::Panic => "Panic",
+            Stage::Unknown => "Unknown",
+        }
+    }
+}
+
+/// `authentication.k8s.io/v1` UserInfo.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserInfo<'a> {
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub username: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub uid: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "cow_vec")]
+    pub groups: Vec<Cow<'a, str>>,
+    /// `extra` in input order: key, values.
+    #[serde(borrow, default, deserialize_with = "string_list_pairs")]
+    pub extra: ListPairs<'a>,
+}
+
+impl<'a> UserInfo<'a> {
+    /// The values of one `extra` key, e.g.
+    /// `authentication.kubernetes.io/credential-id`.
+    pub fn extra(&self, key: &str) -> &[Cow<'a, str>] {
+        self.extra
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or(&[])
+    }
+}
+
+/// The object a request addressed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef<'a> {
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub uid: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub api_group: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub resource_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub subresource: Option<Cow<'a, str>>,
+}
+
+/// The interesting part of the response's `metav1.Status`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseStatus<'a> {
+    #[serde(default)]
+    pub code: Option<i64>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub status: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "opt_cow")]
+    pub message: Option<Cow<'a, str>>,
+}
+
+/// The envelope an event arrived in.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    /// A bare `Event` object (one per line, pretty-printed, or alone).
+    #[default]
+    Event,
+    /// An item of an `EventList` (the webhook backend's batch).
+    EventList,
+    /// An element of a JSON array of events.
+    Array,
+    /// A `logEvents[].message` of an EKS CloudWatch Logs subscription payload.
+    CloudWatch,
+    /// A CloudWatch payload inside a Kinesis Data Firehose HTTP delivery.
+    Firehose,
+    /// A GKE Cloud Audit Logs `LogEntry`.
+    Gke,
+    /// A GKE `LogEntry` inside a Pub/Sub push request.
+    GkePubSub,
+    /// An AKS diagnostic-settings record (`records[].properties.log`).
+    Aks,
+    /// A shipper record whose `message` (Vector) or `log` (Fluent Bit)
+    /// field holds the event as a string.
+    Wrapped,
+}
+
+impl Envelope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Envelope::Event => "event",
+            Envelope::EventList => "eventlist",
+            Envelope::Array => "array",
+            Envelope::CloudWatch => "cloudwatch",
+            Envelope::Firehose => "firehose",
+            Envelope::Gke => "gke",
+            Envelope::GkePubSub => "gke-pubsub",
+            Envelope::Aks => "aks",
+            Envelope::Wrapped => "wrapped",
+        }
+    }
+}
+
+/// Where an event came from: its envelope and its position in the input.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub envelope: Envelope,
+    /// 1-based line of the input where the outermost JSON value began.
+    pub line: u64,
+}
+
+impl<'a> AuditEvent<'a> {
+    /// Parses one event from its JSON text. The result borrows from `raw`.
+    ///
+    /// This only checks the shape; [`AuditEvent::validate`] says whether
+    /// the result is an audit event at all.
+    pub fn parse(raw: &'a str) -> Result<Self, serde_json::Error> {
+        let mut ev: AuditEvent<'a> = serde_json::from_str(raw)?;
+        ev.raw = raw;
+        Ok(ev)
+    }
+
+    /// An audit event needs an auditID and a verb or requestURI.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if self.audit_id.as_deref().is_none_or(str::is_empty) {
+            return Err("no auditID");
+        }
+        if self.verb.is_none() && self.request_uri.is_none() {
+            return Err("neither verb nor requestURI");
+        }
+        Ok(())
+    }
+
+    pub fn audit_id(&self) -> &str {
+        self.audit_id.as_deref().unwrap_or("")
+    }
+
+    pub fn verb(&self) -> &str {
+        self.verb.as_deref().unwrap_or("")
+    }
+
+    pub fn username(&self) -> &str {
+        self.user.username.as_deref().unwrap_or("")
+    }
+
+    pub fn resource(&self) -> &str {
+        self.object_ref
+            .as_ref()
+            .and_then(|o| o.resource.as_deref())
+            .unwrap_or("")
+    }
+
+    pub fn subresource(&self) -> &str {
+        self.object_ref
+            .as_ref()
+            .and_then(|o| o.subresource.as_deref())
+            .unwrap_or("")
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.object_ref
+            .as_ref()
+            .and_then(|o| o.namespace.as_deref())
+            .unwrap_or("")
+    }
+
+    pub fn name(&self) -> &str {
+        self.object_ref
+            .as_ref()
+            .and_then(|o| o.name.as_deref())
+            .unwrap_or("")
+    }
+
+    pub fn response_code(&self) -> Option<i64> {
+        self.response_status.as_ref().and_then(|s| s.code)
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Whether this copy of the event carries the request's outcome: the
+    /// first of ResponseStarted (long-running requests) or ResponseComplete;
+    /// Panic counts as complete. Events that carry no stage (some cloud
+    /// formats log one entry per request) count too.
+    pub fn carries_outcome(&self) -> bool {
+        !matches!(
+            self.stage,
+            Some(Stage::RequestReceived) | Some(Stage::Unknown)
+        )
+    }
+
+    /// The parsed query of `requestURI` (empty when there is none).
+    pub fn query(&self) -> Query<'_> {
+        Query::parse(self.request_uri.as_deref().unwrap_or(""))
+    }
+
+    /// The command of an exec, in order: every `command=` of the
+    /// `requestURI` query, or, for formats that log the exec options as the
+    /// request body (GKE), `requestObject.command`.
+    pub fn exec_command(&self) -> Vec<Cow<'_, str>> {
+        let from_query: Vec<Cow<'_, str>> = self.query().values("command").collect();
+        if !from_query.is_empty() {
+            return from_query;
+        }
+        #[derive(Deserialize)]
+        struct ExecOptions<'b> {
+            #[serde(borrow, default, deserialize_with = "cow_vec")]
+            command: Vec<Cow<'b, str>>,
+        }
+        self.request_object
+            .and_then(|raw| serde_json::from_str::<ExecOptions<'_>>(raw.get()).ok())
+            .map(|o| o.command)
+            .unwrap_or_default()
+    }
+}
+
+/// Deserializes a JSON object of strings into ordered pairs without a map.
+fn string_pairs<'de, D>(d: D) -> Result<StrPairs<'de>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct PairsVisitor;
+    impl<'de> Visitor<'de> for PairsVisitor {
+        type Value = StrPairs<'de>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object of strings")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4));
+            while let Some((k, v)) = map.next_entry::<BorrowedStr<'de>, BorrowedStr<'de>>()? {
+                out.push((k.0, v.0));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(PairsVisitor)
+}
+
+/// Deserializes `user.extra` (an object of string lists) into ordered pairs.
+fn string_list_pairs<'de, D>(d: D) -> Result<ListPairs<'de>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct ListPairsVisitor;
+    impl<'de> Visitor<'de> for ListPairsVisitor {
+        type Value = ListPairs<'de>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object of string lists")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Vec::new())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4));
+            while let Some((k, v)) = map.next_entry::<BorrowedStr<'de>, StrList<'de>>()? {
+                out.push((k.0, v.0));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(ListPairsVisitor)
+}
+
+/// `Option<Cow<str>>` that borrows: serde's derive copies every string in
+/// an `Option<Cow<str>>`, which would allocate per field.
+fn opt_cow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    Ok(Option::<BorrowedStr<'de>>::deserialize(d)?.map(|s| s.0))
+}
+
+/// A list of borrowed strings (null and a lone string accepted).
+fn cow_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cow<'de, str>>, D::Error> {
+    Ok(StrList::deserialize(d)?.0)
+}
+
+/// A string that borrows from the input when it has no escapes.
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for BorrowedStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BorrowedStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A list of strings; a single string or null is accepted as a list too.
+struct StrList<'a>(Vec<Cow<'a, str>>);
+
+impl<'de> Deserialize<'de> for StrList<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrList<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of strings")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(StrList(Vec::new()))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(StrList(vec![Cow::Borrowed(v)]))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StrList(vec![Cow::Owned(v.to_owned())]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+                while let Some(s) = seq.next_element::<BorrowedStr<'de>>()? {
+                    out.push(s.0);
+                }
+                Ok(StrList(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXEC: &str = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"a1","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/default/pods/web/exec?command=sh&command=-c&command=cat+%2Fetc%2Fshadow&container=web","verb":"create","user":{"username":"alice","groups":["system:authenticated"],"extra":{"authentication.kubernetes.io/credential-id":["JTI=7f3c"],"scopes":"one"}},"sourceIPs":["203.0.113.9","10.0.0.4"],"userAgent":"kubectl/v1.31.2","objectRef":{"resource":"pods","namespace":"default","name":"web","apiVersion":"v1","subresource":"exec"},"responseStatus":{"metadata":{},"code":101},"requestReceivedTimestamp":"2026-11-28T02:00:00.000000Z","stageTimestamp":"2026-11-28T02:00:00.100000Z","annotations":{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":"RBAC: allowed"},"futureField":{"x":[1,2]}}"#;
+
+    #[test]
+    fn parses_every_field_and_borrows() {
+        let ev = AuditEvent::parse(EXEC).unwrap();
+        assert!(ev.validate().is_ok());
+        assert_eq!(ev.audit_id(), "a1");
+        assert_eq!(ev.stage, Some(Stage::ResponseStarted));
+        assert!(matches!(ev.verb, Some(Cow::Borrowed("create"))));
+        assert_eq!(ev.resource(), "pods");
+        assert_eq!(ev.subresource(), "exec");
+        assert_eq!(ev.response_code(), Some(101));
+        assert_eq!(ev.source_ips, ["203.0.113.9", "10.0.0.4"]);
+        assert_eq!(
+            ev.user.extra("authentication.kubernetes.io/credential-id"),
+            ["JTI=7f3c"]
+        );
+        assert_eq!(ev.user.extra("scopes"), ["one"]);
+        assert_eq!(ev.annotation("authorization.k8s.io/decision"), Some("allow"));
+        assert_eq!(ev.exec_command(), ["sh", "-c", "cat /etc/shadow"]);
+        assert!(ev.carries_outcome());
+        assert_eq!(ev.raw, EXEC);
+    }
+
+    #[test]
+    fn escaped_strings_are_copied_not_lost() {
+        let raw = r#"{"auditID":"x","verb":"get","userAgent":"evil\u003cscript\u003e\n"}"#;
+        let ev = AuditEvent::parse(raw).unwrap();
+        assert_eq!(ev.user_agent.as_deref(), Some("evil<script>\n"));
+    }
+
+    #[test]
+    fn missing_kind_and_v1beta1_are_events() {
+        let ev = AuditEvent::parse(r#"{"auditID":"x","verb":"get"}"#).unwrap();
+        assert!(ev.validate().is_ok());
+        let ev = AuditEvent::parse(
+            r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1beta1","metadata":{"creationTimestamp":"2018-10-26T13:38:34Z"},"timestamp":"2018-10-26T13:38:34Z","auditID":"x","requestURI":"/api"}"#,
+        )
+        .unwrap();
+        assert!(ev.validate().is_ok());
+    }
+
+    #[test]
+    fn not_an_event() {
+        assert!(AuditEvent::parse(r#"{"kind": 0}"#).is_err());
+        let ev = AuditEvent::parse(r#"{"apiVersion":"audit.k8s.io/v1","kind":"Event"}"#).unwrap();
+        assert_eq!(ev.validate(), Err("no auditID"));
+        let ev = AuditEvent::parse(r#"{"auditID":"x"}"#).unwrap();
+        assert_eq!(ev.validate(), Err("neither verb nor requestURI"));
+    }
+
+    #[test]
+    fn stages() {
+        let ev = AuditEvent::parse(r#"{"auditID":"x","verb":"get","stage":"RequestReceived"}"#)
+            .unwrap();
+        assert!(!ev.carries_outcome());
+        let ev = AuditEvent::parse(r#"{"auditID":"x","verb":"get","stage":"Panic"}"#).unwrap();
+        assert!(ev.carries_outcome());
+        let ev =
+            AuditEvent::parse(r#"{"auditID":"x","verb":"get","stage":"Sideways"}"#).unwrap();
+        assert_eq!(ev.stage, Some(Stage::Unknown));
+    }
+
+    #[test]
+    fn exec_command_from_request_object() {
+        let raw = r#"{"auditID":"x","verb":"create","requestObject":{"@type":"core.k8s.io/v1.PodExecOptions","command":["/bin/sh","-c","id"]}}"#;
+        let ev = AuditEvent::parse(raw).unwrap();
+        assert_eq!(ev.exec_command(), ["/bin/sh", "-c", "id"]);
+    }
+
+    #[test]
+    fn null_maps_and_lists_are_empty() {
+        let raw = r#"{"auditID":"x","verb":"get","annotations":null,"user":{"username":"a","extra":null,"groups":[]}}"#;
+        let ev = AuditEvent::parse(raw).unwrap();
+        assert!(ev.annotations.is_empty());
+        assert!(ev.user.extra.is_empty());
+    }
+}

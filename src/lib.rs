@@ -1,0 +1,21 @@
+//! kaudit: an off-cluster security detector for Kubernetes API-server audit
+//! logs.
+//!
+//! # Layout (modules follow the data flow)
+//!
+//! - [`decode`]: bytes in any envelope (audit Event, EventList, JSON lines,
+//!   EKS CloudWatch / Firehose, GKE LogEntry / Pub/Sub, AKS records,
+//!   shipper wrappers; plain or gzip) to [`event::AuditEvent`]s.
+//! - [`event`]: the normalised audit event, a borrowed view.
+//! - [`detect`]: events to [`finding::Finding`]s, once per request and rule.
+//! - [`finding`]: the finding format; [`redact`]: secrets out of evidence.
+//! - [`output`]: findings printed for people and tools.
+//! - [`scan`]: the offline scanner that wires these together.
+
+pub mod decode;
+pub mod detect;
+pub mod event;
+pub mod finding;
+pub mod output;
+pub mod redact;
+pub mod scan;
