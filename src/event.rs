@@ -18,8 +18,8 @@ pub mod query;
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 pub use query::Query;
@@ -485,7 +485,10 @@ mod tests {
             ["JTI=7f3c"]
         );
         assert_eq!(ev.user.extra("scopes"), ["one"]);
-        assert_eq!(ev.annotation("authorization.k8s.io/decision"), Some("allow"));
+        assert_eq!(
+            ev.annotation("authorization.k8s.io/decision"),
+            Some("allow")
+        );
         assert_eq!(ev.exec_command(), ["sh", "-c", "cat /etc/shadow"]);
         assert!(ev.carries_outcome());
         assert_eq!(ev.raw, EXEC);
@@ -520,13 +523,12 @@ mod tests {
 
     #[test]
     fn stages() {
-        let ev = AuditEvent::parse(r#"{"auditID":"x","verb":"get","stage":"RequestReceived"}"#)
-            .unwrap();
+        let ev =
+            AuditEvent::parse(r#"{"auditID":"x","verb":"get","stage":"RequestReceived"}"#).unwrap();
         assert!(!ev.carries_outcome());
         let ev = AuditEvent::parse(r#"{"auditID":"x","verb":"get","stage":"Panic"}"#).unwrap();
         assert!(ev.carries_outcome());
-        let ev =
-            AuditEvent::parse(r#"{"auditID":"x","verb":"get","stage":"Sideways"}"#).unwrap();
+        let ev = AuditEvent::parse(r#"{"auditID":"x","verb":"get","stage":"Sideways"}"#).unwrap();
         assert_eq!(ev.stage, Some(Stage::Unknown));
     }
 

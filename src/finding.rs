@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::event::AuditEvent;
@@ -18,7 +18,7 @@ use crate::event::AuditEvent;
 pub const DEFAULT_CLUSTER: &str = "default";
 
 /// kaudit's own judgment of how bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -60,19 +60,22 @@ impl FromStr for Severity {
         Severity::ALL
             .into_iter()
             .find(|v| v.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown severity {s:?}: expected info, low, medium, high or critical"))
+            .ok_or_else(|| {
+                format!("unknown severity {s:?}: expected info, low, medium, high or critical")
+            })
     }
 }
 
 /// What a rule says about itself; shared by every finding it produces.
 #[derive(Debug, Clone)]
 pub struct RuleMeta {
-    pub id: &'static str,
-    pub title: &'static str,
+    pub id: String,
+    pub title: String,
     pub severity: Severity,
-    pub category: &'static str,
-    pub mitre: &'static [&'static str],
-    pub references: &'static [(&'static str, &'static str)],
+    pub category: String,
+    pub mitre: Vec<String>,
+    /// The rules this one replaces in other tools (`falco`, `sigma`, ...).
+    pub references: BTreeMap<String, String>,
 }
 
 /// One finding. Field order and names are the documented format.
@@ -135,17 +138,13 @@ impl Finding {
         };
         let s = |c: &Option<std::borrow::Cow<'_, str>>| c.as_deref().map(str::to_owned);
         Finding {
-            id: finding_id(cluster, audit_id, rule.id),
-            rule_id: rule.id.to_owned(),
-            rule_title: rule.title.to_owned(),
+            id: finding_id(cluster, audit_id, &rule.id),
+            rule_id: rule.id.clone(),
+            rule_title: rule.title.clone(),
             severity,
-            category: rule.category.to_owned(),
-            mitre: rule.mitre.iter().map(|m| (*m).to_owned()).collect(),
-            references: rule
-                .references
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            category: rule.category.clone(),
+            mitre: rule.mitre.clone(),
+            references: rule.references.clone(),
             cluster: cluster.to_owned(),
             audit_id: audit_id.to_owned(),
             stage: ev.stage.map(|s| s.as_str().to_owned()),

@@ -9,13 +9,20 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use std::sync::Arc;
+
 use kaudit::decode::Limits;
+use kaudit::detect::RuleSet;
 use kaudit::finding::Severity;
 use kaudit::output::Format;
 use kaudit::scan::{ScanOptions, scan};
 
 #[derive(Parser)]
-#[command(name = "kaudit", version, about = "Security detector for Kubernetes API-server audit logs")]
+#[command(
+    name = "kaudit",
+    version,
+    about = "Security detector for Kubernetes API-server audit logs"
+)]
 struct Cli {
     /// Log format for kaudit's own diagnostics (on stderr).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -51,9 +58,57 @@ enum Command {
         /// Largest audit event accepted, in bytes; larger ones are quarantined.
         #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_event_bytes)]
         max_event_bytes: usize,
+        #[command(flatten)]
+        rules: RulesArg,
         /// Files, directories, or - for stdin.
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
+    },
+    /// Work with the rule catalogue.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Validate rule files without running anything; every problem is
+    /// printed with its file and line, and the exit status is 2 if any.
+    Check {
+        #[command(flatten)]
+        rules: RulesArg,
+    },
+}
+
+#[derive(clap::Args)]
+struct RulesArg {
+    /// Rule files or directories of *.yaml files, loaded after the built-in
+    /// catalogue: they add rules, replace built-ins by id, extend lists and
+    /// disable or enable rules. Repeatable.
+    #[arg(long = "rules", value_name = "PATH")]
+    rule_paths: Vec<PathBuf>,
+}
+
+impl RulesArg {
+    fn load(&self) -> anyhow::Result<Arc<RuleSet>> {
+        RuleSet::load(&self.rule_paths)
+            .map(Arc::new)
+            .map_err(|e| anyhow::anyhow!("the rules have problems:\n{e}"))
+    }
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Print the catalogue: id, severity, category, title and the rules of
+    /// other tools each one replaces.
+    List {
+        #[command(flatten)]
+        rules: RulesArg,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Run every rule's inline tests.
+    Test {
+        #[command(flatten)]
+        rules: RulesArg,
     },
 }
 
@@ -75,10 +130,21 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Rules { command } => rules_command(command),
+        Command::Check { rules } => {
+            let set = rules.load()?;
+            println!(
+                "kaudit check: {} rules ({} enabled) compiled without problems",
+                set.rules().len(),
+                set.rules().iter().filter(|r| r.enabled).count()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Scan {
             format,
             fail_on,
             max_event_bytes,
+            rules,
             paths,
         } => {
             if max_event_bytes == 0 {
@@ -92,6 +158,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 paths,
                 format,
                 limits,
+                rules: rules.load()?,
             };
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());
@@ -110,6 +177,89 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut out = io::stdout().lock();
+    match command {
+        RulesCommand::List { rules, format } => {
+            let set = rules.load()?;
+            for r in set.rules() {
+                let refs: Vec<String> = r
+                    .meta
+                    .references
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect();
+                match format {
+                    Format::Jsonl => {
+                        let v = serde_json::json!({
+                            "id": r.meta.id, "title": r.meta.title, "severity": r.meta.severity,
+                            "category": r.meta.category, "mitre": r.meta.mitre,
+                            "references": r.meta.references, "enabled": r.enabled,
+                            "description": r.description, "file": r.file,
+                        });
+                        writeln!(out, "{v}")?;
+                    }
+                    Format::Text => writeln!(
+                        out,
+                        "{:<40} {:<8} {:<13} {}{}{}",
+                        r.meta.id,
+                        r.meta.severity,
+                        r.meta.category,
+                        r.meta.title,
+                        if r.enabled { "" } else { " [disabled]" },
+                        if refs.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  ({})", refs.join("; "))
+                        }
+                    )?,
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        RulesCommand::Test { rules } => {
+            let set = rules.load()?;
+            let outcomes = set.run_tests();
+            let mut failed = 0;
+            for o in &outcomes {
+                if let Some(why) = &o.failure {
+                    failed += 1;
+                    writeln!(
+                        out,
+                        "FAIL {} ({}:{}) {}: {why}",
+                        o.rule.meta.id, o.rule.file, o.rule.line, o.label
+                    )?;
+                }
+            }
+            let untested: Vec<&str> = set
+                .rules()
+                .iter()
+                .filter(|r| r.tests.is_empty())
+                .map(|r| r.meta.id.as_str())
+                .collect();
+            writeln!(
+                out,
+                "kaudit rules test: {} passed, {} failed ({} rules, {} without tests{})",
+                outcomes.len() - failed,
+                failed,
+                set.rules().len(),
+                untested.len(),
+                if untested.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", untested.join(", "))
+                }
+            )?;
+            Ok(if failed > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -72,7 +72,8 @@ impl<W: Write> Printer<W> {
 /// DEL, and the Unicode bidirectional controls (Trojan Source).
 pub fn terminal_safe(s: &str) -> Cow<'_, str> {
     fn bad(c: char) -> bool {
-        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
+        c.is_control()
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}')
     }
     if !s.chars().any(bad) {
         return Cow::Borrowed(s);

@@ -41,8 +41,8 @@
 //! envelopes (`crate::decode`), matching rules (which see values before
 //! redaction) and escaping for the output medium (`crate::alert`). Every
 //! string may be attacker-chosen: the walk is iterative, JSON found inside
-//! strings is parsed at most [`PARSE_BUDGET`] levels deep, and nothing here
-//! panics.
+//! strings is parsed at most two levels deep, every scan is linear in the
+//! string's length, and nothing here panics.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -114,8 +114,8 @@ const CREDENTIAL_SUFFIXES: &[&str] = &[
 const NOT_CREDENTIAL_SUFFIXES: &[&str] =
     &["pagetoken", "continuetoken", "automountserviceaccounttoken"];
 
-/// Words that make a ConfigMap key (or an env var name) credential-like
-/// wherever they occur in it.
+/// Words that make a ConfigMap key credential-like wherever they occur in
+/// it (`db_password`, `SECRET_KEY_BASE`, `aws-credentials`).
 const CONFIGMAP_KEY_WORDS: &[&str] = &[
     "password",
     "passwd",
@@ -804,24 +804,34 @@ fn configmap_value_is_credential(key: &str, value: &str) -> bool {
 // Byte scanning helpers
 // ---------------------------------------------------------------------------
 
+/// Index of the first `pat` in `hay` at or after `from`.
 fn find(hay: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
-    let tail = hay.get(from..)?;
-    if pat.is_empty() {
-        return None;
+    let (&first, _) = pat.split_first()?;
+    let mut i = from;
+    loop {
+        let p = i + hay.get(i..)?.iter().position(|&c| c == first)?;
+        if hay.get(p..p.saturating_add(pat.len())) == Some(pat) {
+            return Some(p);
+        }
+        i = p + 1;
     }
-    tail.windows(pat.len())
-        .position(|w| w == pat)
-        .map(|p| p + from)
 }
 
+/// [`find`], ignoring ASCII case.
 fn find_ci(hay: &[u8], from: usize, pat: &[u8]) -> Option<usize> {
-    let tail = hay.get(from..)?;
-    if pat.is_empty() {
-        return None;
+    let (&first, _) = pat.split_first()?;
+    let (lower, upper) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    let mut i = from;
+    loop {
+        let p = i + hay
+            .get(i..)?
+            .iter()
+            .position(|&c| c == lower || c == upper)?;
+        if starts_with_ci(hay, p, pat) {
+            return Some(p);
+        }
+        i = p + 1;
     }
-    tail.windows(pat.len())
-        .position(|w| w.eq_ignore_ascii_case(pat))
-        .map(|p| p + from)
 }
 
 fn starts_with_ci(b: &[u8], at: usize, pat: &[u8]) -> bool {
@@ -1604,19 +1614,27 @@ const TOKEN_PREFIXES: &[&str] = &[
 
 /// Provider tokens with a known prefix, anywhere.
 fn prefixed_tokens(b: &[u8], spans: &mut Vec<(usize, usize)>) {
-    for prefix in TOKEN_PREFIXES {
-        let mut from = 0;
-        while let Some(p) = find(b, from, prefix.as_bytes()) {
-            from = p + prefix.len();
-            if p > 0 && b.get(p - 1).is_some_and(|&c| c.is_ascii_alphanumeric()) {
-                continue;
-            }
-            let end = run_end(b, from, |c| is_b64url(c) || c == b'.');
-            if end - from >= 16 {
-                push_candidate(b, p, end, spans);
-                from = end;
-            }
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let starts_word = i == 0 || !b.get(i - 1).is_some_and(u8::is_ascii_alphanumeric);
+        let prefix = if starts_word && matches!(c, b'g' | b'x' | b's' | b'r' | b'A' | b'y') {
+            TOKEN_PREFIXES.iter().find(|p| {
+                b.get(i..)
+                    .is_some_and(|rest| rest.starts_with(p.as_bytes()))
+            })
+        } else {
+            None
+        };
+        let Some(prefix) = prefix else {
+            i += 1;
+            continue;
+        };
+        let body = i + prefix.len();
+        let end = run_end(b, body, |c| is_b64url(c) || c == b'.');
+        if end - body >= 16 {
+            push_candidate(b, i, end, spans);
         }
+        i = end.max(i + 1);
     }
 }
 
@@ -2509,6 +2527,11 @@ mod tests {
             Just("AKIAIOSFODNN7EXAMPLE".to_owned()),
             Just("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".to_owned()),
             Just("://u:p@".to_owned()),
+            Just("%3A%2F%2Fu%3Ap%40".to_owned()),
+            Just("%40".to_owned()),
+            Just("command=--password&command=".to_owned()),
+            Just("--token".to_owned()),
+            Just("ghp_".to_owned()),
             Just("[redacted sha256:".to_owned()),
             Just("é€😀".to_owned()),
             Just("$".to_owned()),

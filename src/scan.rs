@@ -9,9 +9,10 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::decode::{self, Context, Limits, Problem, ProblemKind, Sink};
-use crate::detect::Detector;
+use crate::detect::{Detector, RuleSet};
 use crate::event::AuditEvent;
 use crate::finding::{Finding, Severity};
 use crate::output::{Format, Printer, terminal_safe};
@@ -23,6 +24,7 @@ pub struct ScanOptions {
     pub paths: Vec<PathBuf>,
     pub format: Format,
     pub limits: Limits,
+    pub rules: Arc<RuleSet>,
 }
 
 /// Counts for the summary line.
@@ -68,7 +70,7 @@ impl Summary {
 /// Only when writing to `out` fails; problems with inputs are counted.
 pub fn scan(opts: &ScanOptions, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<Summary> {
     let mut run = Run {
-        detector: Detector::new(),
+        detector: Detector::new(opts.rules.clone()),
         printer: Printer::new(out, opts.format),
         err,
         summary: Summary::default(),
@@ -77,7 +79,11 @@ pub fn scan(opts: &ScanOptions, out: &mut dyn Write, err: &mut dyn Write) -> io:
     };
     let ctx = Context::new(opts.limits);
     let stdin = [PathBuf::from("-")];
-    let paths = if opts.paths.is_empty() { &stdin[..] } else { &opts.paths[..] };
+    let paths = if opts.paths.is_empty() {
+        &stdin[..]
+    } else {
+        &opts.paths[..]
+    };
     for path in paths {
         if path.as_os_str() == "-" {
             run.input("-".into(), io::stdin().lock(), &ctx);
@@ -140,7 +146,8 @@ impl Run<'_> {
             entries.sort();
             for entry in entries {
                 // Symlinked directories are not followed: no loops.
-                let is_link_dir = fs::symlink_metadata(&entry).is_ok_and(|m| m.file_type().is_symlink())
+                let is_link_dir = fs::symlink_metadata(&entry)
+                    .is_ok_and(|m| m.file_type().is_symlink())
                     && entry.is_dir();
                 if !is_link_dir && (entry.is_dir() || looks_like_log(&entry)) {
                     self.path(&entry, ctx);
@@ -234,10 +241,25 @@ mod tests {
 
     #[test]
     fn directory_walk_picks_log_files() {
-        for yes in ["audit.log", "audit.log.1", "audit-2024-11-28T02-24-22.123.log.gz", "a.json", "b.JSONL", "c.ndjson.gz", "records.txt"] {
+        for yes in [
+            "audit.log",
+            "audit.log.1",
+            "audit-2024-11-28T02-24-22.123.log.gz",
+            "a.json",
+            "b.JSONL",
+            "c.ndjson.gz",
+            "records.txt",
+        ] {
             assert!(looks_like_log(Path::new(yes)), "{yes}");
         }
-        for no in ["README.md", "make.py", "expected.tsv", ".hidden.log", "audit", "x.log.bak"] {
+        for no in [
+            "README.md",
+            "make.py",
+            "expected.tsv",
+            ".hidden.log",
+            "audit",
+            "x.log.bak",
+        ] {
             assert!(!looks_like_log(Path::new(no)), "{no}");
         }
     }

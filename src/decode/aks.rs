@@ -60,7 +60,10 @@ pub(super) fn record(d: &mut Dispatch<'_, '_>, bytes: &[u8], line: u64) {
             },
         );
     };
-    let cluster = rec.resource_id.as_deref().and_then(cluster_from_resource_id);
+    let cluster = rec
+        .resource_id
+        .as_deref()
+        .and_then(cluster_from_resource_id);
     d.event_text(log, line, Envelope::Aks, cluster);
 
     impl<'a> Record<'a> {

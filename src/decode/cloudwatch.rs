@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn cluster_names() {
-        assert_eq!(cluster_from_log_group("/aws/eks/prod-eu-1/cluster"), Some("prod-eu-1"));
+        assert_eq!(
+            cluster_from_log_group("/aws/eks/prod-eu-1/cluster"),
+            Some("prod-eu-1")
+        );
         assert_eq!(cluster_from_log_group("/aws/eks//cluster"), None);
         assert_eq!(cluster_from_log_group("/aws/lambda/x"), None);
     }

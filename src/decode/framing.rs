@@ -257,7 +257,8 @@ impl<R: Read> Framer<R> {
 
     /// Discards the rest of a line over the cap, reporting it once.
     fn skip_long_line(&mut self, on_frame: &mut dyn FnMut(Frame<'_>)) -> io::Result<()> {
-        let sample = self.buf[self.start..self.start + SAMPLE_BYTES.min(self.buf.len() - self.start)]
+        let sample = self.buf
+            [self.start..self.start + SAMPLE_BYTES.min(self.buf.len() - self.start)]
             .to_vec();
         let line = self.line;
         let mut size = 0u64;
@@ -525,7 +526,10 @@ impl<R: Read> Framer<R> {
                 }
                 b'"' if !after_member => {}
                 _ => {
-                    self.invalid("expected a member name, ',' or '}' in a JSON object", on_frame);
+                    self.invalid(
+                        "expected a member name, ',' or '}' in a JSON object",
+                        on_frame,
+                    );
                     return Ok(false);
                 }
             }
@@ -766,7 +770,9 @@ mod tests {
         let mut out = Vec::new();
         frame(input, caps, &mut |f| {
             out.push(match f {
-                Frame::Value { bytes, line } => F::Value(String::from_utf8_lossy(bytes).into(), line),
+                Frame::Value { bytes, line } => {
+                    F::Value(String::from_utf8_lossy(bytes).into(), line)
+                }
                 Frame::ArrayStart { head, key, .. } => F::Start(
                     head.map(|h| String::from_utf8_lossy(h).into()),
                     key.to_owned(),
@@ -802,7 +808,12 @@ mod tests {
         let out = run("{\"a\":1}\n\n{\"b\":2}\r\nnot json\n{\"c\":3}");
         assert_eq!(
             out,
-            [v("{\"a\":1}", 1), v("{\"b\":2}", 3), v("not json", 4), v("{\"c\":3}", 5)]
+            [
+                v("{\"a\":1}", 1),
+                v("{\"b\":2}", 3),
+                v("not json", 4),
+                v("{\"c\":3}", 5)
+            ]
         );
     }
 
@@ -860,7 +871,10 @@ mod tests {
     #[test]
     fn other_arrays_are_not_streamed() {
         let out = run("{\n \"groups\": [\"a\"],\n \"auditID\": \"x\"\n}");
-        assert_eq!(out, [v("{\n \"groups\": [\"a\"],\n \"auditID\": \"x\"\n}", 1)]);
+        assert_eq!(
+            out,
+            [v("{\n \"groups\": [\"a\"],\n \"auditID\": \"x\"\n}", 1)]
+        );
     }
 
     #[test]
@@ -888,13 +902,19 @@ mod tests {
                 document: 1000,
             },
         );
-        assert!(matches!(out[1], F::Oversized(s, 2) if s >= 200_000), "{out:?}");
+        assert!(
+            matches!(out[1], F::Oversized(s, 2) if s >= 200_000),
+            "{out:?}"
+        );
         assert_eq!(out[2], F::Element("{\"b\":1}".into(), 3));
     }
 
     #[test]
     fn oversized_pretty_object_is_skipped() {
-        let big = format!("{{\n\"a\": \"{}\"\n}}\n{{\n\"b\": 1\n}}\n", "x".repeat(200_000));
+        let big = format!(
+            "{{\n\"a\": \"{}\"\n}}\n{{\n\"b\": 1\n}}\n",
+            "x".repeat(200_000)
+        );
         let out = run_caps(
             big.as_bytes(),
             Caps {
@@ -902,7 +922,10 @@ mod tests {
                 document: 1000,
             },
         );
-        assert!(matches!(out[0], F::Oversized(s, 1) if s >= 200_000), "{out:?}");
+        assert!(
+            matches!(out[0], F::Oversized(s, 1) if s >= 200_000),
+            "{out:?}"
+        );
         assert_eq!(out[1], v("{\n\"b\": 1\n}", 4));
     }
 

@@ -139,8 +139,15 @@ pub(super) fn log_entry(d: &mut Dispatch<'_, '_>, text: &str, line: u64, envelop
             },
         );
     };
-    let r = p.resource_name.as_deref().map(parse_resource_name).unwrap_or_default();
-    let denied = p.authorization_info.iter().any(|a| a.granted == Some(false));
+    let r = p
+        .resource_name
+        .as_deref()
+        .map(parse_resource_name)
+        .unwrap_or_default();
+    let denied = p
+        .authorization_info
+        .iter()
+        .any(|a| a.granted == Some(false));
     let rpc = p.status.as_ref().and_then(|s| s.code).unwrap_or(0);
     let code = match rpc {
         _ if denied => Some(403),
@@ -156,7 +163,11 @@ pub(super) fn log_entry(d: &mut Dispatch<'_, '_>, text: &str, line: u64, envelop
         .flatten()
         .map(|(k, v)| (Cow::Borrowed(k.as_ref()), Cow::Borrowed(v.as_ref())))
         .collect();
-    if denied && !annotations.iter().any(|(k, _)| k == "authorization.k8s.io/decision") {
+    if denied
+        && !annotations
+            .iter()
+            .any(|(k, _)| k == "authorization.k8s.io/decision")
+    {
         annotations.push(("authorization.k8s.io/decision".into(), "forbid".into()));
     }
     let ev = AuditEvent {
@@ -284,7 +295,11 @@ fn parse_method(method: &str) -> Option<Method<'_>> {
     if tail.len() > 1 || resource.is_empty() || verb.is_empty() {
         return None;
     }
-    let group = &rest[..parts[..vi].iter().map(|p| p.len() + 1).sum::<usize>().saturating_sub(1)];
+    let group = &rest[..parts[..vi]
+        .iter()
+        .map(|p| p.len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1)];
     Some(Method {
         group: if group == "core" { "" } else { group },
         version: parts[vi],
@@ -359,10 +374,16 @@ mod tests {
             })
         );
         let m = parse_method("io.k8s.authorization.rbac.v1.clusterrolebindings.create").unwrap();
-        assert_eq!((m.group, m.resource, m.subresource, m.verb), ("authorization.rbac", "clusterrolebindings", None, "create"));
+        assert_eq!(
+            (m.group, m.resource, m.subresource, m.verb),
+            ("authorization.rbac", "clusterrolebindings", None, "create")
+        );
         let m = parse_method("io.k8s.apps.v1beta2.deployments.list").unwrap();
         assert_eq!((m.version, m.verb), ("v1beta2", "list"));
-        assert_eq!(parse_method("google.container.v1.ClusterManager.UpdateCluster"), None);
+        assert_eq!(
+            parse_method("google.container.v1.ClusterManager.UpdateCluster"),
+            None
+        );
         assert_eq!(parse_method("io.k8s.core.v1"), None);
         assert_eq!(parse_method("io.k8s.core.v1.a.b.c.d"), None);
         assert_eq!(parse_method("io.k8s."), None);
@@ -371,9 +392,15 @@ mod tests {
     #[test]
     fn resource_names() {
         let r = parse_resource_name("core/v1/namespaces/payments/pods/api-7d9f/exec");
-        assert_eq!((r.group, r.namespace, r.name), (Some(""), Some("payments"), Some("api-7d9f")));
+        assert_eq!(
+            (r.group, r.namespace, r.name),
+            (Some(""), Some("payments"), Some("api-7d9f"))
+        );
         let r = parse_resource_name("rbac.authorization.k8s.io/v1/clusterrolebindings/pwn");
-        assert_eq!((r.group, r.namespace, r.name), (Some("rbac.authorization.k8s.io"), None, Some("pwn")));
+        assert_eq!(
+            (r.group, r.namespace, r.name),
+            (Some("rbac.authorization.k8s.io"), None, Some("pwn"))
+        );
         let r = parse_resource_name("core/v1/namespaces/foo");
         assert_eq!((r.namespace, r.name), (None, Some("foo")));
         let r = parse_resource_name("core/v1/namespaces/payments/pods");

@@ -120,7 +120,9 @@ pub enum Error {
         size: u64,
         limit: usize,
     },
-    #[error("the log pipeline truncated this event (CloudWatch '[Truncated...]'); it was {size} bytes when cut")]
+    #[error(
+        "the log pipeline truncated this event (CloudWatch '[Truncated...]'); it was {size} bytes when cut"
+    )]
     Truncated { size: usize },
     #[error("{envelope}: {reason}")]
     Envelope {
@@ -250,7 +252,9 @@ impl<'c> Dispatch<'c, '_> {
                         self.malformed(
                             line,
                             bytes,
-                            Error::NotAuditEvent("an array element of an object that is no known envelope".into()),
+                            Error::NotAuditEvent(
+                                "an array element of an object that is no known envelope".into(),
+                            ),
                         );
                         self.array = Array::Unknown;
                     }
@@ -447,7 +451,11 @@ impl<'c> Dispatch<'c, '_> {
             gke::log_entry(self, text, line, Envelope::Gke);
         } else if let Some(message) = probe.message.filter(|m| m.get().starts_with('{')) {
             gke::pubsub_push(self, message, line);
-        } else if let Some(inner) = probe.message.or(probe.log).filter(|m| m.get().starts_with('"')) {
+        } else if let Some(inner) = probe
+            .message
+            .or(probe.log)
+            .filter(|m| m.get().starts_with('"'))
+        {
             wrapped::record(self, inner, line);
         } else {
             return false;
@@ -477,7 +485,8 @@ impl<'c> Dispatch<'c, '_> {
                 line,
                 bytes,
                 Error::NotAuditEvent(
-                    "a records[] element with neither 'data' (Firehose) nor 'properties' (AKS)".into(),
+                    "a records[] element with neither 'data' (Firehose) nor 'properties' (AKS)"
+                        .into(),
                 ),
             ),
         }
@@ -528,7 +537,9 @@ impl<'c> Dispatch<'c, '_> {
         match AuditEvent::parse(text) {
             Ok(ev) => match ev.validate() {
                 Ok(()) => self.emit(ev, line, envelope, cluster),
-                Err(reason) => self.malformed(line, text.as_bytes(), Error::NotAuditEvent(reason.into())),
+                Err(reason) => {
+                    self.malformed(line, text.as_bytes(), Error::NotAuditEvent(reason.into()))
+                }
             },
             Err(e) => self.malformed(line, text.as_bytes(), json_error(e)),
         }

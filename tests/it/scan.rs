@@ -8,43 +8,90 @@ fn each_envelope_fixture_yields_its_expected_findings() {
     let table = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
     for row in table.lines().skip(1).filter(|l| !l.is_empty()) {
         let cols: Vec<&str> = row.split('\t').collect();
-        let out = kaudit(&["scan", "--format", "jsonl", &path_str(&dir.join(cols[0]))], b"");
+        let out = kaudit(
+            &["scan", "--format", "jsonl", &path_str(&dir.join(cols[0]))],
+            b"",
+        );
         assert_eq!(out.status.code(), Some(0), "{}: {}", cols[0], stderr(&out));
         let s = summary(&out);
         let malformed: u64 = cols[3].parse().unwrap();
         assert_eq!(s["events"], cols[1].parse::<u64>().unwrap(), "{}", cols[0]);
         assert_eq!(s["skipped"], cols[2].parse::<u64>().unwrap(), "{}", cols[0]);
         assert_eq!(s["malformed"], malformed, "{}", cols[0]);
-        assert_eq!(s["truncated"], cols[4].parse::<u64>().unwrap(), "{}", cols[0]);
+        assert_eq!(
+            s["truncated"],
+            cols[4].parse::<u64>().unwrap(),
+            "{}",
+            cols[0]
+        );
         assert_eq!(findings(&out).len() as u64, s["findings"]);
-        assert_eq!(s["findings"], cols[5].parse::<u64>().unwrap(), "{}", cols[0]);
+        assert_eq!(
+            s["findings"],
+            cols[5].parse::<u64>().unwrap(),
+            "{}",
+            cols[0]
+        );
         // One stderr line per problem, each naming the file and a line.
         let problem_lines = stderr(&out)
             .lines()
             .filter(|l| l.starts_with(&format!("kaudit: {}:", dir.join(cols[0]).display())))
             .count() as u64;
-        assert_eq!(problem_lines, malformed + s["truncated"], "{}", stderr(&out));
+        assert_eq!(
+            problem_lines,
+            malformed + s["truncated"],
+            "{}",
+            stderr(&out)
+        );
     }
 }
 
 #[test]
 fn finding_json_has_the_documented_fields() {
     let out = kaudit(
-        &["scan", "--format", "jsonl", &path_str(&fixtures().join("envelopes/k8s/event_pretty.json"))],
+        &[
+            "scan",
+            "--format",
+            "jsonl",
+            &path_str(&fixtures().join("envelopes/k8s/event_pretty.json")),
+        ],
         b"",
     );
     let f = &findings(&out)[0];
     for key in [
-        "id", "rule_id", "rule_title", "severity", "category", "mitre", "references", "cluster",
-        "audit_id", "stage", "time", "user", "groups", "impersonated_user", "source_ips",
-        "user_agent", "verb", "resource", "subresource", "namespace", "name", "request_uri",
-        "summary", "details", "evidence",
+        "id",
+        "rule_id",
+        "rule_title",
+        "severity",
+        "category",
+        "mitre",
+        "references",
+        "cluster",
+        "audit_id",
+        "stage",
+        "time",
+        "user",
+        "groups",
+        "impersonated_user",
+        "source_ips",
+        "user_agent",
+        "verb",
+        "resource",
+        "subresource",
+        "namespace",
+        "name",
+        "request_uri",
+        "summary",
+        "details",
+        "evidence",
     ] {
         assert!(f.get(key).is_some(), "missing {key} in {f}");
     }
     assert_eq!(f["rule_id"], "pod-exec");
     assert_eq!(f["category"], "exec");
-    assert_eq!(f["details"]["command"][2], "cat /var/run/secrets/kubernetes.io/serviceaccount/token");
+    assert_eq!(
+        f["details"]["command"][2],
+        "cat /var/run/secrets/kubernetes.io/serviceaccount/token"
+    );
     assert_eq!(f["id"].as_str().unwrap().len(), 32);
     assert_eq!(f["evidence"]["auditID"], f["audit_id"]);
 }
@@ -72,7 +119,13 @@ fn same_request_in_two_files_is_one_finding() {
     // (cluster, auditID, rule) across the whole run.
     let dir = fixtures().join("envelopes/k8s");
     let out = kaudit(
-        &["scan", "--format", "jsonl", &path_str(&dir.join("audit.log")), &path_str(&dir.join("audit.log.gz"))],
+        &[
+            "scan",
+            "--format",
+            "jsonl",
+            &path_str(&dir.join("audit.log")),
+            &path_str(&dir.join("audit.log.gz")),
+        ],
         b"",
     );
     assert_eq!(summary(&out)["findings"], 3);
@@ -81,8 +134,14 @@ fn same_request_in_two_files_is_one_finding() {
 #[test]
 fn falco_peer_exec_and_attach_are_found() {
     let events = peers().join("falco/events");
-    for (file, rule) in [("exec_pod.json", "pod-exec"), ("attach_pod.json", "pod-attach")] {
-        let out = kaudit(&["scan", "--format", "jsonl", &path_str(&events.join(file))], b"");
+    for (file, rule) in [
+        ("exec_pod.json", "pod-exec"),
+        ("attach_pod.json", "pod-attach"),
+    ] {
+        let out = kaudit(
+            &["scan", "--format", "jsonl", &path_str(&events.join(file))],
+            b"",
+        );
         let f = findings(&out);
         assert_eq!(f.len(), 1, "{file}");
         assert_eq!(f[0]["rule_id"], rule);
@@ -91,24 +150,58 @@ fn falco_peer_exec_and_attach_are_found() {
     let out = kaudit(&["scan", &path_str(&events.join("fal_01_003.json"))], b"");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(summary(&out)["malformed"], 1);
-    assert!(stderr(&out).contains("fal_01_003.json:1: not an audit event"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("fal_01_003.json:1: not an audit event"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn whole_falco_peer_directory_scans_cleanly() {
-    let out = kaudit(&["scan", "--format", "jsonl", &path_str(&peers().join("falco/events"))], b"");
+    let out = kaudit(
+        &[
+            "scan",
+            "--format",
+            "jsonl",
+            &path_str(&peers().join("falco/events")),
+        ],
+        b"",
+    );
     let s = summary(&out);
     assert_eq!(s["malformed"], 1, "only fal_01_003.json: {}", stderr(&out));
     assert!(s["events"] >= 50);
-    let rules: Vec<_> = findings(&out).iter().map(|f| f["rule_id"].as_str().unwrap().to_owned()).collect();
+    let rules: Vec<_> = findings(&out)
+        .iter()
+        .map(|f| f["rule_id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(rules.len(), 2, "{rules:?}");
 }
 
 #[test]
 fn fail_on_sets_the_exit_code() {
+    // A medium attach in the default namespace.
+    let attach = path_str(&peers().join("falco/events/attach_pod.json"));
+    assert_eq!(
+        kaudit(&["scan", "--fail-on", "medium", &attach], b"")
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        kaudit(&["scan", "--fail-on", "high", &attach], b"")
+            .status
+            .code(),
+        Some(0)
+    );
+    // An exec that reads the service-account token escalates to critical.
     let exec = path_str(&fixtures().join("envelopes/k8s/event_pretty.json"));
-    assert_eq!(kaudit(&["scan", "--fail-on", "medium", &exec], b"").status.code(), Some(1));
-    assert_eq!(kaudit(&["scan", "--fail-on", "critical", &exec], b"").status.code(), Some(0));
+    assert_eq!(
+        kaudit(&["scan", "--fail-on", "critical", &exec], b"")
+            .status
+            .code(),
+        Some(1)
+    );
     let bad = kaudit(&["scan", "--fail-on", "urgent", &exec], b"");
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("unknown severity"));
@@ -117,7 +210,10 @@ fn fail_on_sets_the_exit_code() {
 #[test]
 fn unreadable_path_is_reported_and_the_rest_scanned() {
     let exec = path_str(&fixtures().join("envelopes/k8s/event_pretty.json"));
-    let out = kaudit(&["scan", "--format", "jsonl", "/nonexistent/audit.log", &exec], b"");
+    let out = kaudit(
+        &["scan", "--format", "jsonl", "/nonexistent/audit.log", &exec],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("kaudit: /nonexistent/audit.log: cannot read"));
     assert_eq!(findings(&out).len(), 1);
@@ -127,19 +223,45 @@ fn unreadable_path_is_reported_and_the_rest_scanned() {
 fn oversized_and_truncated_gzip_inputs_do_not_stop_the_scan() {
     let dir = tempfile::tempdir().unwrap();
     let good = r#"{"auditID":"g1","stage":"ResponseStarted","verb":"create","requestURI":"/api/v1/namespaces/a/pods/p/exec?command=id","objectRef":{"resource":"pods","namespace":"a","name":"p","subresource":"exec"}}"#;
-    let big = format!(r#"{{"auditID":"big","verb":"create","requestObject":{{"pad":"{}"}}}}"#, "x".repeat(20_000));
+    let big = format!(
+        r#"{{"auditID":"big","verb":"create","requestObject":{{"pad":"{}"}}}}"#,
+        "x".repeat(20_000)
+    );
     let file = dir.path().join("mixed.log");
     std::fs::write(&file, format!("{big}\n{good}\n")).unwrap();
-    let out = kaudit(&["scan", "--format", "jsonl", "--max-event-bytes", "10000", &path_str(&file)], b"");
+    let out = kaudit(
+        &[
+            "scan",
+            "--format",
+            "jsonl",
+            "--max-event-bytes",
+            "10000",
+            &path_str(&file),
+        ],
+        b"",
+    );
     assert_eq!(findings(&out).len(), 1);
     assert_eq!(summary(&out)["malformed"], 1);
-    assert!(stderr(&out).contains("mixed.log:1: event of "), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("mixed.log:1: event of "),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("(auditID big)"), "{}", stderr(&out));
 
     let gz = std::fs::read(fixtures().join("envelopes/k8s/audit.log.gz")).unwrap();
     let cut = dir.path().join("cut.log.gz");
     std::fs::write(&cut, &gz[..gz.len() / 2]).unwrap();
-    let out = kaudit(&["scan", "--format", "jsonl", &path_str(&cut), &path_str(&file)], b"");
+    let out = kaudit(
+        &[
+            "scan",
+            "--format",
+            "jsonl",
+            &path_str(&cut),
+            &path_str(&file),
+        ],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(0));
     let err = stderr(&out);
     assert!(err.contains("cut.log.gz: read error"), "{err}");
@@ -153,7 +275,12 @@ fn hostile_strings_are_escaped_in_the_table() {
     let out = kaudit(&["scan", "-"], ev.as_bytes());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("eve\\u{1b}[31m\\u{d}"), "{text}");
-    assert!(!text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{7}') && !text.contains('\u{202e}'));
+    assert!(
+        !text.contains('\u{1b}')
+            && !text.contains('\r')
+            && !text.contains('\u{7}')
+            && !text.contains('\u{202e}')
+    );
     assert!(text.starts_with("TIME"), "{text}");
 }
 
