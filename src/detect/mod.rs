@@ -37,6 +37,54 @@ pub fn builtin_sources() -> Vec<RuleSource> {
         .collect()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No two built-in files define the same list or macro: a later file
+    /// would silently replace an earlier one's.
+    #[test]
+    fn builtin_files_do_not_redefine_names() {
+        #[derive(serde::Deserialize)]
+        struct Names {
+            #[serde(default)]
+            lists: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
+            #[serde(default)]
+            macros: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (file, text) in BUILTIN {
+            let names: Names = serde_yaml_ng::from_str(text).unwrap();
+            for name in names.lists.keys().map(|n| format!("list {n}")).chain(names.macros.keys().map(|n| format!("macro {n}"))) {
+                if let Some(first) = seen.insert(name.clone(), *file) {
+                    panic!("{name} is defined in {first} and again in {file}");
+                }
+            }
+        }
+    }
+
+    /// The catalogue compiles, and every rule carries positive and negative
+    /// inline tests, which pass.
+    #[test]
+    fn builtin_catalogue_is_tested_and_passes() {
+        let set = RuleSet::load(&[]).unwrap();
+        for rule in set.rules() {
+            let kinds: Vec<Expect> = rule.tests.iter().map(|t| t.expect).collect();
+            assert!(
+                kinds.contains(&Expect::Match) && kinds.contains(&Expect::NoMatch),
+                "rule {} needs a positive and a negative test",
+                rule.meta.id
+            );
+        }
+        let failures: Vec<String> = set
+            .run_tests()
+            .into_iter()
+            .filter_map(|t| t.failure.map(|f| format!("{} {}: {f}", t.rule.meta.id, t.label)))
+            .collect();
+        assert!(failures.is_empty(), "{failures:#?}");
+    }
+}
+
 /// Runs a rule set and suppresses repeats within its lifetime.
 pub struct Detector {
     rules: Arc<RuleSet>,
