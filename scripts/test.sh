@@ -35,6 +35,9 @@ cargo build --locked --all-targets
 step "tests (unit, property, end-to-end)"
 cargo nextest run --locked --no-fail-fast
 
+step "kaudit rules test (the catalogue's inline tests)"
+"$CARGO_TARGET_DIR/debug/kaudit" rules test
+
 step "smoke: scan the bundled fixtures"
 "$CARGO_TARGET_DIR/debug/kaudit" scan fixtures/ >/dev/null
 

@@ -14,7 +14,8 @@
 //! `objectRef.{resource,subresource,namespace,name,uid,apiGroup,apiVersion,resourceVersion}`,
 //! `responseStatus.{code,status,reason,message}`, `annotations.<key>`,
 //! `uri.path`, `uri.<query parameter>`, `requestObject.<json path>`,
-//! `responseObject.<json path>`, and `pod.<json path>` (the pod spec of a
+//! `responseObject.<json path>`, `authenticationMetadata.<json path>`
+//! (Kubernetes ≥ 1.35), and `pod.<json path>` (the pod spec of a
 //! Pod, of a workload's template, or of a CronJob's job template, in the
 //! request body), with `pod.allContainers[]` (containers, initContainers and
 //! ephemeralContainers together), `pod.images` and `pod.imageRepositories`.
@@ -90,6 +91,7 @@ pub struct Eval<'e, 'a> {
     query: OnceCell<Query<'e>>,
     request: OnceCell<Option<Value>>,
     response: OnceCell<Option<Value>>,
+    auth_meta: OnceCell<Option<Value>>,
 }
 
 impl<'e, 'a> Eval<'e, 'a> {
@@ -99,6 +101,7 @@ impl<'e, 'a> Eval<'e, 'a> {
             query: OnceCell::new(),
             request: OnceCell::new(),
             response: OnceCell::new(),
+            auth_meta: OnceCell::new(),
         }
     }
 
@@ -107,11 +110,11 @@ impl<'e, 'a> Eval<'e, 'a> {
             .get_or_init(|| Query::parse(self.ev.request_uri.as_deref().unwrap_or("")))
     }
 
-    fn body(&self, response: bool) -> Option<&Value> {
-        let (cell, raw) = if response {
-            (&self.response, self.ev.response_object)
-        } else {
-            (&self.request, self.ev.request_object)
+    fn body(&self, doc: Doc) -> Option<&Value> {
+        let (cell, raw) = match doc {
+            Doc::Request => (&self.request, self.ev.request_object),
+            Doc::Response => (&self.response, self.ev.response_object),
+            Doc::AuthMeta => (&self.auth_meta, self.ev.authentication_metadata),
         };
         cell.get_or_init(|| raw.and_then(|r| serde_json::from_str(r.get()).ok()))
             .as_ref()
@@ -138,8 +141,16 @@ enum Source {
     Annotation(String),
     UriPath,
     UriParam(String),
-    Body { response: bool, path: Vec<Seg> },
+    Body { doc: Doc, path: Vec<Seg> },
     Pod(PodPart),
+}
+
+/// A raw JSON part of the event, parsed on demand.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Doc {
+    Request,
+    Response,
+    AuthMeta,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -357,13 +368,13 @@ impl Field {
             Source::UriParam(key) => {
                 out.extend(e.query().values(key).map(Val::Str));
             }
-            Source::Body { response, path } => {
-                if let Some(body) = e.body(*response) {
+            Source::Body { doc, path } => {
+                if let Some(body) = e.body(*doc) {
                     walk(body, path, out);
                 }
             }
             Source::Pod(part) => {
-                let Some(spec) = e.body(false).and_then(pod_spec) else {
+                let Some(spec) = e.body(Doc::Request).and_then(pod_spec) else {
                     return;
                 };
                 match part {
@@ -545,13 +556,19 @@ fn parse_source(path: &str) -> Result<Source, String> {
     }
     if let Some(rest) = path.strip_prefix("requestObject") {
         return body_path(rest).map(|path| Source::Body {
-            response: false,
+            doc: Doc::Request,
             path,
         });
     }
     if let Some(rest) = path.strip_prefix("responseObject") {
         return body_path(rest).map(|path| Source::Body {
-            response: true,
+            doc: Doc::Response,
+            path,
+        });
+    }
+    if let Some(rest) = path.strip_prefix("authenticationMetadata") {
+        return body_path(rest).map(|path| Source::Body {
+            doc: Doc::AuthMeta,
             path,
         });
     }
@@ -653,6 +670,8 @@ mod tests {
         assert_eq!(vals("uri.dryRun", POD), ["All"]);
         assert_eq!(vals("uri.path", POD), ["/api/v1/namespaces/n/pods"]);
         assert_eq!(vals("cluster", POD), ["default"]);
+        let imp = r#"{"auditID":"x","verb":"get","authenticationMetadata":{"impersonationConstraint":"impersonate:user-info"}}"#;
+        assert_eq!(vals("authenticationMetadata.impersonationConstraint", imp), ["impersonate:user-info"]);
         assert!(vals("impersonatedUser.username", POD).is_empty());
     }
 
