@@ -162,6 +162,7 @@ pub enum Op {
     Contains {
         ac: AhoCorasick,
         needles: Vec<String>,
+        icase: bool,
     },
     Regex(Regex),
     Exists(bool),
@@ -299,7 +300,7 @@ impl CondDef {
                 .ascii_case_insensitive(icase)
                 .build(&needles)
                 .map_err(|e| format!("cannot build the 'contains' matcher: {e}"))?;
-            return Ok(Op::Contains { ac, needles });
+            return Ok(Op::Contains { ac, needles, icase });
         }
         if let Some(r) = &self.regex {
             let re = regex::RegexBuilder::new(r)
@@ -384,11 +385,23 @@ impl Cond {
                 if !field.in_raw_text() {
                     return None;
                 }
+                // Case-insensitive tests give no needles: the prefilter
+                // matches exactly, which keeps its fast search.
                 let literals: Vec<&String> = match op {
-                    Op::In { set, .. } => set.iter().collect(),
-                    Op::Prefix { needles, .. }
-                    | Op::Suffix { needles, .. }
-                    | Op::Contains { needles, .. } => needles.iter().collect(),
+                    Op::In { set, icase: false } => set.iter().collect(),
+                    Op::Prefix {
+                        needles,
+                        icase: false,
+                    }
+                    | Op::Suffix {
+                        needles,
+                        icase: false,
+                    }
+                    | Op::Contains {
+                        needles,
+                        icase: false,
+                        ..
+                    } => needles.iter().collect(),
                     _ => return None,
                 };
                 literals.iter().map(|l| safe_needle(l)).collect()
@@ -598,5 +611,6 @@ mod tests {
             Some(vec!["dev".into()])
         );
         assert_eq!(n("{field: verb, equals: '*'}"), None);
+        assert_eq!(n("{field: verb, equals: GET, icase: true}"), None);
     }
 }

@@ -671,7 +671,10 @@ mod tests {
         assert_eq!(vals("uri.path", POD), ["/api/v1/namespaces/n/pods"]);
         assert_eq!(vals("cluster", POD), ["default"]);
         let imp = r#"{"auditID":"x","verb":"get","authenticationMetadata":{"impersonationConstraint":"impersonate:user-info"}}"#;
-        assert_eq!(vals("authenticationMetadata.impersonationConstraint", imp), ["impersonate:user-info"]);
+        assert_eq!(
+            vals("authenticationMetadata.impersonationConstraint", imp),
+            ["impersonate:user-info"]
+        );
         assert!(vals("impersonatedUser.username", POD).is_empty());
     }
 

@@ -55,7 +55,12 @@ mod tests {
         let mut seen = std::collections::HashMap::new();
         for (file, text) in BUILTIN {
             let names: Names = serde_yaml_ng::from_str(text).unwrap();
-            for name in names.lists.keys().map(|n| format!("list {n}")).chain(names.macros.keys().map(|n| format!("macro {n}"))) {
+            for name in names
+                .lists
+                .keys()
+                .map(|n| format!("list {n}"))
+                .chain(names.macros.keys().map(|n| format!("macro {n}")))
+            {
                 if let Some(first) = seen.insert(name.clone(), *file) {
                     panic!("{name} is defined in {first} and again in {file}");
                 }
@@ -63,7 +68,11 @@ mod tests {
         }
     }
 
-    fn rule_ids(set: &RuleSet, raw: &str, filtered: bool) -> Vec<(String, crate::finding::Severity)> {
+    fn rule_ids(
+        set: &RuleSet,
+        raw: &str,
+        filtered: bool,
+    ) -> Vec<(String, crate::finding::Severity)> {
         let Ok(ev) = AuditEvent::parse(raw) else {
             return Vec::new();
         };
@@ -81,7 +90,10 @@ mod tests {
     fn corpus() -> Vec<String> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut out = Vec::new();
-        let mut files = vec![root.join("fixtures/envelopes/k8s/audit.log"), root.join("fixtures/envelopes/malformed/mixed.jsonl")];
+        let mut files = vec![
+            root.join("fixtures/envelopes/k8s/audit.log"),
+            root.join("fixtures/envelopes/malformed/mixed.jsonl"),
+        ];
         if let Ok(rd) = std::fs::read_dir(root.join("../shared/peers/falco/events")) {
             files.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
         }
@@ -118,18 +130,29 @@ mod tests {
             assert_eq!(a, rule_ids(&set, raw, false), "{raw}");
             matched += a.len();
         }
-        assert!(matched >= 15, "the corpus should exercise the rules: {matched}");
+        assert!(
+            matched >= 15,
+            "the corpus should exercise the rules: {matched}"
+        );
         let mut runner = proptest::test_runner::TestRunner::default();
         runner
             .run(
-                &(0..corpus.len(), proptest::collection::vec((any::<prop::sample::Index>(), 0u8..3), 1..6)),
+                &(
+                    0..corpus.len(),
+                    proptest::collection::vec((any::<prop::sample::Index>(), 0u8..3), 1..6),
+                ),
                 |(i, edits)| {
                     let mut chars: Vec<char> = corpus[i].chars().collect();
                     let mut out = String::new();
-                    let targets: Vec<(usize, u8)> = edits.iter().map(|(ix, k)| (ix.index(chars.len()), *k)).collect();
+                    let targets: Vec<(usize, u8)> = edits
+                        .iter()
+                        .map(|(ix, k)| (ix.index(chars.len()), *k))
+                        .collect();
                     for (pos, c) in chars.drain(..).enumerate() {
                         match targets.iter().find(|(p, _)| *p == pos).map(|(_, k)| *k) {
-                            Some(0) if c.is_ascii_alphanumeric() => out.push_str(&format!("\\u{:04x}", c as u32)),
+                            Some(0) if c.is_ascii_alphanumeric() => {
+                                out.push_str(&format!("\\u{:04x}", c as u32))
+                            }
                             Some(1) => out.push(c.to_ascii_uppercase()),
                             _ => out.push(c),
                         }
@@ -157,7 +180,10 @@ mod tests {
         let failures: Vec<String> = set
             .run_tests()
             .into_iter()
-            .filter_map(|t| t.failure.map(|f| format!("{} {}: {f}", t.rule.meta.id, t.label)))
+            .filter_map(|t| {
+                t.failure
+                    .map(|f| format!("{} {}: {f}", t.rule.meta.id, t.label))
+            })
             .collect();
         assert!(failures.is_empty(), "{failures:#?}");
     }

@@ -4,13 +4,14 @@
 //! Each rule contributes the literals its `when` condition needs
 //! (`Cond::needles`): at least one of them must occur in the text for the
 //! rule to hold. Needles are made only of characters that no JSON encoder
-//! escapes, and matching ignores ASCII case, so a needle is found whenever
-//! the value is present. The one way around that is a value written with
+//! escapes, and come only from case-sensitive tests, so a needle is found
+//! whenever the value is present; matching is exact, which lets the
+//! automaton use its vectorised prefilter. The one way around that is a value written with
 //! `\u00XX` escapes for plain letters (legal JSON, emitted by no encoder,
 //! but possible in raw request bodies such as patches): an event containing
 //! such an escape skips the prefilter and meets every rule.
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, Input, MatchKind};
 
 /// Needles of all rules, and which rule needs which.
 #[derive(Debug)]
@@ -37,35 +38,63 @@ impl Prefilter {
     /// `reqs[i]` is what active rule `i` needs (see `Cond::needles`).
     pub fn new(reqs: Vec<Option<Vec<String>>>) -> Prefilter {
         let mut all: Vec<String> = Vec::new();
-        let mut rules = Vec::with_capacity(reqs.len());
+        let mut rules: Vec<Option<Vec<usize>>> = Vec::with_capacity(reqs.len());
         for req in reqs {
             rules.push(req.map(|needles| {
                 needles
                     .into_iter()
-                    .map(|n| {
-                        let n = n.to_ascii_lowercase();
-                        match all.iter().position(|x| *x == n) {
-                            Some(i) => i,
-                            None => {
-                                all.push(n);
-                                all.len() - 1
-                            }
+                    .map(|n| match all.iter().position(|x| *x == n) {
+                        Some(i) => i,
+                        None => {
+                            all.push(n);
+                            all.len() - 1
                         }
                     })
                     .collect()
             }));
         }
-        let ac = if all.is_empty() {
+        // A needle that contains another is replaced by the one it
+        // contains (its presence implies the other's: the candidate set can
+        // only grow). Then no needle contains another, at most one needle
+        // can match at any position, and a leftmost search restarted one
+        // byte after each match start finds every needle present, with the
+        // automaton's fast prefilter between matches.
+        let minimal: Vec<usize> = (0..all.len())
+            .map(|i| {
+                (0..all.len())
+                    .filter(|&j| all[i].contains(all[j].as_str()))
+                    .min_by_key(|&j| (all[j].len(), j))
+                    .unwrap_or(i)
+            })
+            .collect();
+        let mut kept: Vec<String> = Vec::new();
+        let mut remap = vec![0; all.len()];
+        for (i, &m) in minimal.iter().enumerate() {
+            remap[i] = match kept.iter().position(|k| *k == all[m]) {
+                Some(p) => p,
+                None => {
+                    kept.push(all[m].clone());
+                    kept.len() - 1
+                }
+            };
+        }
+        for ids in rules.iter_mut().flatten() {
+            for id in ids.iter_mut() {
+                *id = remap[*id];
+            }
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        let ac = if kept.is_empty() {
             None
         } else {
             AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .build(&all)
+                .match_kind(MatchKind::LeftmostFirst)
+                .build(&kept)
                 .ok()
         };
         Prefilter {
-            needles: all.len(),
+            needles: kept.len(),
             rules,
             ac,
         }
@@ -86,8 +115,18 @@ impl Prefilter {
             };
         }
         let mut present = vec![false; self.needles];
-        for m in ac.find_overlapping_iter(raw) {
-            present[m.pattern().as_usize()] = true;
+        let mut missing = self.needles;
+        let mut at = 0;
+        while missing > 0 {
+            let Some(m) = ac.find(Input::new(raw).span(at..raw.len())) else {
+                break;
+            };
+            let p = &mut present[m.pattern().as_usize()];
+            if !*p {
+                *p = true;
+                missing -= 1;
+            }
+            at = m.start() + 1;
         }
         let rules = self
             .rules
@@ -117,7 +156,7 @@ mod tests {
     #[test]
     fn picks_rules_by_needles() {
         let p = Prefilter::new(vec![
-            Some(vec!["exec".into(), "Attach".into()]),
+            Some(vec!["exec".into(), "ATTACH".into()]),
             Some(vec!["impersonatedUser".into()]),
             None,
         ]);
@@ -125,6 +164,25 @@ mod tests {
         assert!(c.get(0) && !c.get(1) && c.get(2));
         let c = p.candidates(r#"{"verb":"get"}"#);
         assert!(!c.get(0) && !c.get(1) && c.get(2));
+    }
+
+    #[test]
+    fn overlapping_and_nested_needles_are_all_found() {
+        let p = Prefilter::new(vec![
+            Some(vec!["abc".into()]),
+            Some(vec!["cde".into()]),
+            Some(vec!["bcd".into()]),
+            Some(vec!["xxabcdexx".into()]),
+            Some(vec!["zzz".into()]),
+        ]);
+        let c = p.candidates("..abcde..");
+        assert!(c.get(0) && c.get(1) && c.get(2), "overlapping occurrences");
+        // "xxabcdexx" is absent, but it contains "abc", which is present:
+        // a superset of the true candidates, never a subset.
+        assert!(c.get(3));
+        assert!(!c.get(4));
+        let c = p.candidates("..ab..");
+        assert!(!c.get(0) && !c.get(3));
     }
 
     #[test]
