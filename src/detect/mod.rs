@@ -37,6 +37,36 @@ pub fn builtin_sources() -> Vec<RuleSource> {
         .collect()
 }
 
+/// Runs a rule set and suppresses repeats within its lifetime.
+pub struct Detector {
+    rules: Arc<RuleSet>,
+    /// Ids of findings already reported (16 bytes each: a scan of millions
+    /// of findings stays small).
+    seen: HashSet<[u8; 16]>,
+}
+
+impl Detector {
+    pub fn new(rules: Arc<RuleSet>) -> Self {
+        Detector {
+            rules,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Runs every rule on `ev`, calling `found` for each new finding.
+    pub fn check(&mut self, ev: &AuditEvent<'_>, found: &mut dyn FnMut(Finding)) {
+        let seen = &mut self.seen;
+        self.rules.check(ev, &mut |rule, f| {
+            let cluster = ev.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
+            let id = finding_id(cluster, ev.audit_id(), &rule.meta.id);
+            let mut key = [0u8; 16];
+            if hex::decode_to_slice(&id, &mut key).is_ok() && seen.insert(key) {
+                found(f);
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,35 +216,5 @@ mod tests {
             })
             .collect();
         assert!(failures.is_empty(), "{failures:#?}");
-    }
-}
-
-/// Runs a rule set and suppresses repeats within its lifetime.
-pub struct Detector {
-    rules: Arc<RuleSet>,
-    /// Ids of findings already reported (16 bytes each: a scan of millions
-    /// of findings stays small).
-    seen: HashSet<[u8; 16]>,
-}
-
-impl Detector {
-    pub fn new(rules: Arc<RuleSet>) -> Self {
-        Detector {
-            rules,
-            seen: HashSet::new(),
-        }
-    }
-
-    /// Runs every rule on `ev`, calling `found` for each new finding.
-    pub fn check(&mut self, ev: &AuditEvent<'_>, found: &mut dyn FnMut(Finding)) {
-        let seen = &mut self.seen;
-        self.rules.check(ev, &mut |rule, f| {
-            let cluster = ev.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
-            let id = finding_id(cluster, ev.audit_id(), &rule.meta.id);
-            let mut key = [0u8; 16];
-            if hex::decode_to_slice(&id, &mut key).is_ok() && seen.insert(key) {
-                found(f);
-            }
-        });
     }
 }
