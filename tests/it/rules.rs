@@ -15,15 +15,31 @@ fn rules_test_passes_and_lists_the_catalogue() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert!(rules.iter().any(|r| r["id"] == "pod-exec" && r["references"]["falco"] == "Attach/Exec Pod"));
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["id"] == "pod-exec" && r["references"]["falco"] == "Attach/Exec Pod")
+    );
     for r in &rules {
-        for key in ["id", "title", "severity", "category", "mitre", "references", "enabled"] {
+        for key in [
+            "id",
+            "title",
+            "severity",
+            "category",
+            "mitre",
+            "references",
+            "enabled",
+        ] {
             assert!(r.get(key).is_some(), "{key} missing in {r}");
         }
     }
     let out = kaudit(&["rules", "list"], b"");
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.lines().any(|l| l.starts_with("pod-exec ") && l.contains("falco: Attach/Exec Pod")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("pod-exec ") && l.contains("falco: Attach/Exec Pod")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -39,12 +55,31 @@ fn check_points_at_every_broken_line() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     let name = file.display().to_string();
-    assert!(err.contains(&format!("{name}:2: rule 'mine': when: unknown field 'objectRef.subresourc'")), "{err}");
-    assert!(err.contains(&format!("{name}:2: rule 'mine': unless: field 'user.username': unknown list 'no_such_list'")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{name}:2: rule 'mine': when: unknown field 'objectRef.subresourc'"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{name}:2: rule 'mine': unless: field 'user.username': unknown list 'no_such_list'"
+        )),
+        "{err}"
+    );
 
-    std::fs::write(&file, "rules:\n  - id: x\n    title: X\n    severity: severe\n").unwrap();
+    std::fs::write(
+        &file,
+        "rules:\n  - id: x\n    title: X\n    severity: severe\n",
+    )
+    .unwrap();
     let err = stderr(&kaudit(&["check", "--rules", &path_str(&file)], b""));
-    assert!(err.contains(&format!("{name}:4: rule 'x': rules[0].severity: unknown variant `severe`")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{name}:4: rule 'x': rules[0].severity: unknown variant `severe`"
+        )),
+        "{err}"
+    );
 
     let ok = kaudit(&["check"], b"");
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
@@ -72,10 +107,21 @@ disable: [pod-attach]
     .unwrap();
     let events = peers().join("falco/events");
     let out = kaudit(
-        &["scan", "--format", "jsonl", "--rules", &path_str(&file), &path_str(&events.join("exec_pod.json")), &path_str(&events.join("attach_pod.json"))],
+        &[
+            "scan",
+            "--format",
+            "jsonl",
+            "--rules",
+            &path_str(&file),
+            &path_str(&events.join("exec_pod.json")),
+            &path_str(&events.join("attach_pod.json")),
+        ],
         b"",
     );
     let f = findings(&out);
     assert_eq!(f.len(), 1, "{f:?}");
-    assert_eq!((f[0]["rule_id"].as_str(), f[0]["severity"].as_str()), (Some("pod-exec"), Some("critical")));
+    assert_eq!(
+        (f[0]["rule_id"].as_str(), f[0]["severity"].as_str()),
+        (Some("pod-exec"), Some("critical"))
+    );
 }
