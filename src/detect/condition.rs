@@ -25,6 +25,7 @@ use aho_corasick::AhoCorasick;
 use ipnet::IpNet;
 use regex::Regex;
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::field::{Eval, Field, Val};
 
@@ -92,6 +93,12 @@ pub struct CondDef {
     not: Option<Box<CondDef>>,
     #[serde(default, rename = "macro")]
     macro_name: Option<String>,
+    /// `each: PATH` with `where: COND`: some element of PATH satisfies COND,
+    /// whose `.relative` paths read that element.
+    #[serde(default)]
+    each: Option<String>,
+    #[serde(default, rename = "where")]
+    where_: Option<Box<CondDef>>,
     #[serde(default)]
     field: Option<String>,
     #[serde(default)]
@@ -110,6 +117,10 @@ pub struct CondDef {
     regex: Option<String>,
     #[serde(default)]
     exists: Option<bool>,
+    /// The path reaches an explicit JSON `null` (true) or does not (false):
+    /// a merge patch removing a key.
+    #[serde(default)]
+    null: Option<bool>,
     #[serde(default)]
     cidr: Option<OneOrMany>,
     #[serde(default)]
@@ -140,6 +151,7 @@ pub enum Cond {
     All(Vec<Cond>),
     Any(Vec<Cond>),
     Not(Box<Cond>),
+    Each { field: Field, cond: Box<Cond> },
     Test { field: Field, op: Op, every: bool },
 }
 
@@ -166,6 +178,7 @@ pub enum Op {
     },
     Regex(Regex),
     Exists(bool),
+    Null(bool),
     Cidr(Vec<IpNet>),
     Cmp {
         gt: Option<f64>,
@@ -193,11 +206,30 @@ impl CondDef {
             self.not.is_some(),
             self.macro_name.is_some(),
             self.field.is_some(),
+            self.each.is_some(),
         ];
         match structural.iter().filter(|b| **b).count() {
-            0 => return Err("a condition needs one of: all, any, not, macro, field".into()),
-            1 => {}
-            _ => return Err("a condition has more than one of: all, any, not, macro, field (wrap them in 'all')".into()),
+                        0 => return Err("a condition needs one of: all, any, not, macro, field, each".into()),1 => {}
+                        _ => return Err("a condition has more than one of: all, any, not, macro, field, each (wrap them in 'all')".into()),
+        }
+        if let Some(path) = &self.each {
+            let field = Field::parse(path)?;
+            if !field.is_json_path() {
+                return Err(format!(
+                    "each: '{path}' is not a path into a request or response body, a pod spec or an element"
+                ));
+            }
+            let inner = self
+                .where_
+                .as_ref()
+                .ok_or("each needs 'where: CONDITION' (tested on every element)")?;
+            return Ok(Cond::Each {
+                field,
+                cond: Box::new(inner.compile_depth(names, depth + 1)?),
+            });
+        }
+        if self.where_.is_some() {
+            return Err("'where' belongs to 'each'".into());
         }
         if let Some(list) = &self.all {
             return Ok(Cond::All(
@@ -247,12 +279,12 @@ impl CondDef {
             self.contains.is_some(),
             self.regex.is_some(),
             self.exists.is_some(),
+            self.null.is_some(),
             self.cidr.is_some(),
             cmp,
         ];
         match ops.iter().filter(|b| **b).count() {
-            0 => return Err("no operator (equals, in, in_list, prefix, suffix, contains, regex, exists, cidr, gt, gte, lt, lte)".into()),
-            1 => {}
+            0 => return Err("no operator (equals, in, in_list, prefix, suffix, contains, regex, exists, null, cidr, gt, gte, lt, lte)".into()),1 => {}
             _ => return Err("more than one operator; combine conditions with 'all' or 'any'".into()),
         }
         let icase = self.icase;
@@ -313,6 +345,9 @@ impl CondDef {
         if let Some(e) = self.exists {
             return Ok(Op::Exists(e));
         }
+        if let Some(n) = self.null {
+            return Ok(Op::Null(n));
+        }
         if let Some(v) = &self.cidr {
             let nets = v
                 .resolve(names)?
@@ -341,13 +376,27 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
 impl Cond {
     /// Tests the condition against one event.
     pub fn eval(&self, e: &Eval<'_, '_>) -> bool {
+        self.eval_in(e, None)
+    }
+
+    /// Tests the condition with `scope` as the element `.paths` read.
+    fn eval_in<'x>(&self, e: &'x Eval<'_, '_>, scope: Option<&'x Value>) -> bool {
         match self {
-            Cond::All(cs) => cs.iter().all(|c| c.eval(e)),
-            Cond::Any(cs) => cs.iter().any(|c| c.eval(e)),
-            Cond::Not(c) => !c.eval(e),
+            Cond::All(cs) => cs.iter().all(|c| c.eval_in(e, scope)),
+            Cond::Any(cs) => cs.iter().any(|c| c.eval_in(e, scope)),
+            Cond::Not(c) => !c.eval_in(e, scope),
+            Cond::Each { field, cond } => field
+                .elements(e, scope)
+                .into_iter()
+                .any(|el| cond.eval_in(e, Some(el))),
             Cond::Test { field, op, every } => {
                 let mut vals = Vec::new();
-                field.values(e, &mut vals);
+                field.values(e, scope, &mut vals);
+                let nulls = vals.iter().filter(|v| **v == Val::Null).count();
+                if let Op::Null(want) = op {
+                    return (nulls > 0) == *want;
+                }
+                vals.retain(|v| *v != Val::Null);
                 if let Op::Exists(want) = op {
                     return vals.is_empty() != *want;
                 }
@@ -381,6 +430,14 @@ impl Cond {
                 Some(all)
             }
             Cond::Not(_) => None,
+            // An element must exist for `each` to hold: what its condition
+            // needs is needed. (Relative fields give no needles themselves.)
+            Cond::Each { cond, .. } => cond.needles(),
+            Cond::Test {
+                field,
+                op: Op::Exists(true),
+                ..
+            } => field.key_needle().and_then(safe_needle).map(|n| vec![n]),
             Cond::Test { field, op, .. } => {
                 if !field.in_raw_text() {
                     return None;
@@ -456,7 +513,7 @@ impl Op {
             }
             Op::Contains { ac, .. } => ac.is_match(v.text().as_ref()),
             Op::Regex(re) => re.is_match(&v.text()),
-            Op::Exists(_) => true,
+            Op::Exists(_) | Op::Null(_) => true,
             Op::Cidr(nets) => v
                 .text()
                 .trim()
@@ -546,6 +603,44 @@ mod tests {
     }
 
     #[test]
+    fn each_tests_fields_of_one_element_together() {
+        let role = r#"{"auditID":"r","verb":"create","requestObject":{"rules":[{"resources":["secrets"],"verbs":["watch"]},{"resources":["pods"],"verbs":["get"]}]}}"#;
+        let secrets_get = "{each: 'requestObject.rules[]', where: {all: [{field: '.resources', equals: secrets}, {field: '.verbs', in: [get, list]}]}}";
+        assert!(
+            !holds(secrets_get, role),
+            "secrets and get are in different rules"
+        );
+        let pods_get = "{each: 'requestObject.rules[]', where: {all: [{field: '.resources', equals: pods}, {field: '.verbs', equals: get}]}}";
+        assert!(holds(pods_get, role));
+        assert!(
+            cond("{each: verb, where: {field: .x, exists: true}}")
+                .unwrap_err()
+                .contains("not a path into")
+        );
+        assert!(
+            cond("{each: 'requestObject.rules[]'}")
+                .unwrap_err()
+                .contains("needs 'where")
+        );
+    }
+
+    #[test]
+    fn explicit_null_is_seen_only_by_null() {
+        let patch = r#"{"auditID":"n","verb":"patch","requestObject":{"metadata":{"labels":{"pod-security.kubernetes.io/enforce":null}}}}"#;
+        let path = r#"requestObject.metadata.labels[\"pod-security.kubernetes.io/enforce\"]"#;
+        assert!(holds(&format!("{{field: \"{path}\", null: true}}"), patch));
+        assert!(!holds(
+            &format!("{{field: \"{path}\", exists: true}}"),
+            patch
+        ));
+        assert!(!holds(
+            &format!("{{field: \"{path}\", equals: 'null'}}"),
+            patch
+        ));
+        assert!(holds(&format!("{{field: \"{path}\", null: false}}"), EV));
+    }
+
+    #[test]
     fn any_and_every_value() {
         assert!(holds(
             "{field: 'requestObject.spec.containers[].name', equals: b}",
@@ -612,5 +707,10 @@ mod tests {
         );
         assert_eq!(n("{field: verb, equals: '*'}"), None);
         assert_eq!(n("{field: verb, equals: GET, icase: true}"), None);
+        assert_eq!(
+            n("{field: impersonatedUser.username, exists: true}"),
+            Some(vec!["impersonatedUser".into()])
+        );
+        assert_eq!(n("{field: impersonatedUser.username, exists: false}"), None);
     }
 }

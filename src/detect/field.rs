@@ -19,8 +19,10 @@
 //! Pod, of a workload's template, or of a CronJob's job template, in the
 //! request body), with `pod.allContainers[]` (containers, initContainers and
 //! ephemeralContainers together), `pod.images` and `pod.imageRepositories`.
-//! JSON paths are dot-separated keys, `[]` for every element of a list,
-//! `[N]` for one, and `["key.with.dots"]` for keys that hold dots.
+//! Inside an `each` condition, a path starting with `.` (or `[`) is read
+//! from the element being tested (`.verbs`, `.subjects[].name`).
+//! JSON paths are dot-separated keys, `[]` for every element of a list (or
+//! every value of an object),//! `[N]` for one, and `["key.with.dots"]` for keys that hold dots.
 //! A path may end in a modifier: `|repository` (an image without tag or
 //! digest), `|int` (numbers only), `|first` (the first value only), `|join`
 //! (all values joined by spaces into one: a command line).
@@ -39,6 +41,9 @@ pub enum Val<'e> {
     Str(Cow<'e, str>),
     Num(f64),
     Bool(bool),
+    /// An explicit JSON `null` in a body (a merge patch removing a key).
+    /// Only `exists`/`null` tests see it; other operators skip it.
+    Null,
 }
 
 impl Val<'_> {
@@ -48,6 +53,7 @@ impl Val<'_> {
             Val::Str(s) => Cow::Borrowed(s.as_ref()),
             Val::Num(n) => Cow::Owned(fmt_num(*n)),
             Val::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+            Val::Null => Cow::Borrowed("null"),
         }
     }
 
@@ -55,7 +61,7 @@ impl Val<'_> {
         match self {
             Val::Num(n) => Some(*n),
             Val::Str(s) => s.trim().parse().ok(),
-            Val::Bool(_) => None,
+            Val::Bool(_) | Val::Null => None,
         }
     }
 
@@ -73,6 +79,7 @@ impl Val<'_> {
                 }
             }),
             Val::Bool(b) => Value::Bool(*b),
+            Val::Null => Value::Null,
         }
     }
 }
@@ -141,8 +148,13 @@ enum Source {
     Annotation(String),
     UriPath,
     UriParam(String),
-    Body { doc: Doc, path: Vec<Seg> },
+    Body {
+        doc: Doc,
+        path: Vec<Seg>,
+    },
     Pod(PodPart),
+    /// A path relative to the element an `each` condition is looking at.
+    Elem(Vec<Seg>),
 }
 
 /// A raw JSON part of the event, parsed on demand.
@@ -252,7 +264,7 @@ impl Field {
             Source::User(UserPart::Groups | UserPart::Extra(_))
             | Source::Impersonated(UserPart::Groups | UserPart::Extra(_)) => true,
             Source::Body { path, .. } => path.contains(&Seg::Each),
-            Source::Pod(PodPart::Spec(p)) => p.contains(&Seg::Each),
+            Source::Pod(PodPart::Spec(p)) | Source::Elem(p) => p.contains(&Seg::Each),
             Source::Pod(PodPart::AllContainers(_) | PodPart::Images) => true,
             _ => false,
         }
@@ -263,14 +275,19 @@ impl Field {
     pub fn in_raw_text(&self) -> bool {
         !matches!(
             self.source,
-            Source::Cluster | Source::UriParam(_) | Source::UriPath
+            Source::Cluster | Source::UriParam(_) | Source::UriPath | Source::Elem(_)
         )
     }
 
     /// Reads the values of this field from one event.
-    pub fn values<'x>(&self, e: &'x Eval<'_, '_>, out: &mut Vec<Val<'x>>) {
+    pub fn values<'x>(
+        &self,
+        e: &'x Eval<'_, '_>,
+        scope: Option<&'x Value>,
+        out: &mut Vec<Val<'x>>,
+    ) {
         let start = out.len();
-        self.raw_values(e, out);
+        self.raw_values(e, scope, out);
         match self.modifier {
             Modifier::None => {}
             Modifier::First => out.truncate(start + 1),
@@ -302,7 +319,45 @@ impl Field {
         }
     }
 
-    fn raw_values<'x>(&self, e: &'x Eval<'_, '_>, out: &mut Vec<Val<'x>>) {
+    /// The JSON values a body path reaches (objects included), for `each`.
+    pub fn elements<'x>(&self, e: &'x Eval<'_, '_>, scope: Option<&'x Value>) -> Vec<&'x Value> {
+        let mut out = Vec::new();
+        let (root, path) = match &self.source {
+            Source::Body { doc, path } => (e.body(*doc), path),
+            Source::Pod(PodPart::Spec(path)) => (e.body(Doc::Request).and_then(pod_spec), path),
+            Source::Elem(path) => (scope, path),
+            _ => return out,
+        };
+        if let Some(root) = root {
+            walk_nodes(root, path, &mut out);
+        }
+        out
+    }
+
+    /// Whether `elements` can read this field (a path into JSON).
+    pub fn is_json_path(&self) -> bool {
+        matches!(
+            self.source,
+            Source::Body { .. } | Source::Pod(PodPart::Spec(_)) | Source::Elem(_)
+        )
+    }
+
+    /// A JSON key that appears verbatim in the raw text of every event in
+    /// which this field has a value, for `exists: true` prefiltering.
+    pub fn key_needle(&self) -> Option<&str> {
+        match &self.source {
+            Source::Impersonated(_) => Some("impersonatedUser"),
+            Source::Annotation(k) | Source::User(UserPart::Extra(k)) => Some(k),
+            _ => None,
+        }
+    }
+
+    fn raw_values<'x>(
+        &self,
+        e: &'x Eval<'_, '_>,
+        scope: Option<&'x Value>,
+        out: &mut Vec<Val<'x>>,
+    ) {
         let ev = e.ev;
         let s = |v: Option<&'x str>, out: &mut Vec<Val<'x>>| {
             if let Some(v) = v {
@@ -361,10 +416,17 @@ impl Field {
                 s(v, out);
             }
             Source::Annotation(key) => s(ev.annotation(key), out),
-            Source::UriPath => s(
-                ev.request_uri.as_deref().map(crate::event::query::path),
-                out,
-            ),
+            Source::UriPath => {
+                if let Some(uri) = ev.request_uri.as_deref() {
+                    let path = percent_encoding::percent_decode_str(crate::event::query::path(uri));
+                    out.push(Val::Str(path.decode_utf8_lossy()));
+                }
+            }
+            Source::Elem(path) => {
+                if let Some(v) = scope {
+                    walk(v, path, out);
+                }
+            }
             Source::UriParam(key) => {
                 out.extend(e.query().values(key).map(Val::Str));
             }
@@ -468,7 +530,7 @@ fn walk<'x>(v: &'x Value, path: &[Seg], out: &mut Vec<Val<'x>>) {
             }
             // Objects have no scalar form; `exists` still sees them.
             Value::Object(_) => out.push(Val::Str(Cow::Borrowed(""))),
-            Value::Null => {}
+            Value::Null => out.push(Val::Null),
         }
         return;
     };
@@ -483,9 +545,39 @@ fn walk<'x>(v: &'x Value, path: &[Seg], out: &mut Vec<Val<'x>>) {
                 walk(item, rest, out);
             }
         }
+        // `[]` on an object steps into every value (ConfigMap `data`).
+        (Seg::Each, Value::Object(m)) => {
+            for item in m.values() {
+                walk(item, rest, out);
+            }
+        }
         (Seg::Index(i), Value::Array(items)) => {
             if let Some(item) = items.get(*i) {
                 walk(item, rest, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Walks a JSON path, pushing every node reached (the elements of a list
+/// reached by `[]`; objects and lists themselves otherwise).
+fn walk_nodes<'x>(v: &'x Value, path: &[Seg], out: &mut Vec<&'x Value>) {
+    let Some((seg, rest)) = path.split_first() else {
+        out.push(v);
+        return;
+    };
+    match (seg, v) {
+        (Seg::Key(k), Value::Object(m)) => {
+            if let Some(child) = m.get(k) {
+                walk_nodes(child, rest, out);
+            }
+        }
+        (Seg::Each, Value::Array(items)) => items.iter().for_each(|i| walk_nodes(i, rest, out)),
+        (Seg::Each, Value::Object(m)) => m.values().for_each(|i| walk_nodes(i, rest, out)),
+        (Seg::Index(i), Value::Array(items)) => {
+            if let Some(item) = items.get(*i) {
+                walk_nodes(item, rest, out);
             }
         }
         _ => {}
@@ -503,6 +595,9 @@ pub fn image_repository(image: &str) -> &str {
 }
 
 fn parse_source(path: &str) -> Result<Source, String> {
+    if path.starts_with('.') || path.starts_with('[') {
+        return body_path(path).map(Source::Elem);
+    }
     let simple = match path {
         "verb" => Some(Source::Verb),
         "stage" => Some(Source::Stage),
@@ -647,8 +742,11 @@ mod tests {
         let e = Eval::new(&ev);
         let f = Field::parse(path).unwrap();
         let mut out = Vec::new();
-        f.values(&e, &mut out);
-        out.iter().map(|v| v.text().into_owned()).collect()
+        f.values(&e, None, &mut out);
+        out.iter()
+            .filter(|v| **v != Val::Null)
+            .map(|v| v.text().into_owned())
+            .collect()
     }
 
     const POD: &str = r#"{"auditID":"x","verb":"create","user":{"username":"u","groups":["a","b"],"extra":{"authentication.kubernetes.io/pod-name":["p"]}},"sourceIPs":["1.2.3.4","10.0.0.1"],"requestURI":"/api/v1/namespaces/n/pods?dryRun=All","objectRef":{"resource":"pods"},"responseStatus":{"code":201},"annotations":{"authorization.k8s.io/decision":"allow"},"requestObject":{"kind":"Pod","metadata":{"labels":{"app.kubernetes.io/name":"web"}},"spec":{"hostNetwork":true,"containers":[{"image":"nginx:1.25","securityContext":{"privileged":true}},{"image":"registry:5000/team/side@sha256:abc"}],"initContainers":[{"image":"busybox"}],"volumes":[{"hostPath":{"path":"/etc"}},{"emptyDir":{}}]}}}"#;
@@ -669,6 +767,11 @@ mod tests {
         );
         assert_eq!(vals("uri.dryRun", POD), ["All"]);
         assert_eq!(vals("uri.path", POD), ["/api/v1/namespaces/n/pods"]);
+        let proxy = r#"{"auditID":"x","verb":"get","requestURI":"/api/v1/nodes/n1/proxy/%72un/ns/p/c?cmd=id"}"#;
+        assert_eq!(
+            vals("uri.path", proxy),
+            ["/api/v1/nodes/n1/proxy/run/ns/p/c"]
+        );
         assert_eq!(vals("cluster", POD), ["default"]);
         let imp = r#"{"auditID":"x","verb":"get","authenticationMetadata":{"impersonationConstraint":"impersonate:user-info"}}"#;
         assert_eq!(
@@ -699,6 +802,7 @@ mod tests {
             ["registry:5000/team/side@sha256:abc"]
         );
         assert_eq!(vals("pod.hostNetwork", POD), ["true"]);
+        assert_eq!(vals("requestObject.metadata.labels[]", POD), ["web"]);
         assert_eq!(vals("pod.volumes[].hostPath.path", POD), ["/etc"]);
         assert_eq!(
             vals("pod.images", POD),

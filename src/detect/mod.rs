@@ -23,7 +23,32 @@ use crate::finding::{DEFAULT_CLUSTER, Finding, finding_id};
 pub use ruleset::{Expect, LoadError, Rule, RuleError, RuleSet, RuleSource, TestOutcome};
 
 /// The built-in catalogue, compiled into the binary.
-const BUILTIN: &[(&str, &str)] = &[("rules/exec.yaml", include_str!("../../rules/exec.yaml"))];
+const BUILTIN: &[(&str, &str)] = &[
+    ("rules/base.yaml", include_str!("../../rules/base.yaml")),
+    ("rules/exec.yaml", include_str!("../../rules/exec.yaml")),
+    (
+        "rules/impersonation.yaml",
+        include_str!("../../rules/impersonation.yaml"),
+    ),
+    ("rules/access.yaml", include_str!("../../rules/access.yaml")),
+    (
+        "rules/workloads.yaml",
+        include_str!("../../rules/workloads.yaml"),
+    ),
+    ("rules/rbac.yaml", include_str!("../../rules/rbac.yaml")),
+    (
+        "rules/secrets.yaml",
+        include_str!("../../rules/secrets.yaml"),
+    ),
+    (
+        "rules/security-floor.yaml",
+        include_str!("../../rules/security-floor.yaml"),
+    ),
+    (
+        "rules/activity.yaml",
+        include_str!("../../rules/activity.yaml"),
+    ),
+];
 
 /// The built-in rule files.
 pub fn builtin_sources() -> Vec<RuleSource> {

@@ -367,11 +367,16 @@ impl Rule {
         let mut details = serde_json::Map::new();
         for (name, field) in &self.details {
             let mut vals = Vec::new();
-            field.values(e, &mut vals);
+            field.values(e, None, &mut vals);
             let v = if field.is_list() {
-                serde_json::Value::Array(vals.iter().map(Val::to_json).collect())
+                serde_json::Value::Array(
+                    vals.iter()
+                        .filter(|v| **v != Val::Null)
+                        .map(Val::to_json)
+                        .collect(),
+                )
             } else {
-                match vals.first() {
+                match vals.iter().find(|v| **v != Val::Null) {
                     Some(v) => v.to_json(),
                     None => continue,
                 }
@@ -659,8 +664,12 @@ impl Template {
                 Part::Text(t) => out.push_str(t),
                 Part::Field { field, shell } => {
                     let mut vals = Vec::new();
-                    field.values(e, &mut vals);
-                    let texts: Vec<String> = vals.iter().map(|v| v.text().into_owned()).collect();
+                    field.values(e, None, &mut vals);
+                    let texts: Vec<String> = vals
+                        .iter()
+                        .filter(|v| **v != Val::Null)
+                        .map(|v| v.text().into_owned())
+                        .collect();
                     if texts.is_empty() {
                         out.push('-');
                     } else if *shell {
