@@ -431,7 +431,7 @@ impl Cond {
             }
             Cond::Not(_) => None,
             // An element must exist for `each` to hold: what its condition
-            // needs is needed. (Relative fields give no needles themselves.)
+            // needs is needed (element fields are body text, stored verbatim).
             Cond::Each { cond, .. } => cond.needles(),
             Cond::Test {
                 field,
@@ -612,6 +612,16 @@ mod tests {
         );
         let pods_get = "{each: 'requestObject.rules[]', where: {all: [{field: '.resources', equals: pods}, {field: '.verbs', equals: get}]}}";
         assert!(holds(pods_get, role));
+        assert_eq!(cond(pods_get).unwrap().needles().map(|n| n.len()), Some(1));
+        let pod = r#"{"auditID":"p","verb":"create","requestObject":{"spec":{"containers":[{"image":"a"}],"initContainers":[{"image":"b","securityContext":{"privileged":true}}]}}}"#;
+        assert!(holds(
+            "{each: 'pod.allContainers[]', where: {all: [{field: .image, equals: b}, {field: .securityContext.privileged, equals: true}]}}",
+            pod
+        ));
+        assert!(!holds(
+            "{each: 'pod.allContainers[]', where: {all: [{field: .image, equals: a}, {field: .securityContext.privileged, equals: true}]}}",
+            pod
+        ));
         assert!(
             cond("{each: verb, where: {field: .x, exists: true}}")
                 .unwrap_err()

@@ -275,7 +275,7 @@ impl Field {
     pub fn in_raw_text(&self) -> bool {
         !matches!(
             self.source,
-            Source::Cluster | Source::UriParam(_) | Source::UriPath | Source::Elem(_)
+            Source::Cluster | Source::UriParam(_) | Source::UriPath
         )
     }
 
@@ -325,6 +325,16 @@ impl Field {
         let (root, path) = match &self.source {
             Source::Body { doc, path } => (e.body(*doc), path),
             Source::Pod(PodPart::Spec(path)) => (e.body(Doc::Request).and_then(pod_spec), path),
+            Source::Pod(PodPart::AllContainers(path)) => {
+                if let Some(spec) = e.body(Doc::Request).and_then(pod_spec) {
+                    for kind in ["containers", "initContainers", "ephemeralContainers"] {
+                        if let Some(Value::Array(cs)) = spec.get(kind) {
+                            cs.iter().for_each(|c| walk_nodes(c, path, &mut out));
+                        }
+                    }
+                }
+                return out;
+            }
             Source::Elem(path) => (scope, path),
             _ => return out,
         };
@@ -338,7 +348,9 @@ impl Field {
     pub fn is_json_path(&self) -> bool {
         matches!(
             self.source,
-            Source::Body { .. } | Source::Pod(PodPart::Spec(_)) | Source::Elem(_)
+            Source::Body { .. }
+                | Source::Pod(PodPart::Spec(_) | PodPart::AllContainers(_))
+                | Source::Elem(_)
         )
     }
 

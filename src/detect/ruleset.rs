@@ -714,12 +714,25 @@ impl RuleSet {
     /// Runs every rule's inline tests (disabled rules too).
     pub fn run_tests(&self) -> Vec<TestOutcome<'_>> {
         let mut out = Vec::new();
-        for rule in &self.rules {
+        for (i, rule) in self.rules.iter().enumerate() {
+            let active = self.active.iter().position(|&a| a == i);
             for t in &rule.tests {
+                let failure = run_test(rule, t).or_else(|| {
+                    // A match the prefilter would hide is a broken rule:
+                    // `check` would never see it.
+                    let k = active?;
+                    t.events.iter().find_map(|text| {
+                        let ev = AuditEvent::parse(text).ok()?;
+                        rule.evaluate(&Eval::new(&ev))?;
+                        (!self.prefilter.candidates(ev.raw).get(k)).then(|| {
+                            "the rule matches, but the prefilter dismisses the event: a literal it relies on is missing from the event text".to_owned()
+                        })
+                    })
+                });
                 out.push(TestOutcome {
                     rule,
                     label: t.label.clone(),
-                    failure: run_test(rule, t),
+                    failure,
                 });
             }
         }
