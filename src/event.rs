@@ -314,10 +314,9 @@ impl<'a> AuditEvent<'a> {
     /// Panic counts as complete. Events that carry no stage (some cloud
     /// formats log one entry per request) count too.
     pub fn carries_outcome(&self) -> bool {
-        !matches!(
-            self.stage,
-            Some(Stage::RequestReceived) | Some(Stage::Unknown)
-        )
+        // An unknown stage (a newer API server, a shipper that rewrote it)
+        // is evaluated rather than silently skipped.
+        self.stage != Some(Stage::RequestReceived)
     }
 
     /// The parsed query of `requestURI` (empty when there is none).
@@ -530,6 +529,7 @@ mod tests {
         assert!(ev.carries_outcome());
         let ev = AuditEvent::parse(r#"{"auditID":"x","verb":"get","stage":"Sideways"}"#).unwrap();
         assert_eq!(ev.stage, Some(Stage::Unknown));
+        assert!(ev.carries_outcome());
     }
 
     #[test]

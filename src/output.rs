@@ -38,7 +38,8 @@ impl<W: Write> Printer<W> {
     pub fn finding(&mut self, f: &Finding) -> io::Result<()> {
         match self.format {
             Format::Jsonl => {
-                serde_json::to_writer(&mut self.out, f)?;
+                let line = serde_json::to_string(f)?;
+                self.out.write_all(json_terminal_safe(&line).as_bytes())?;
                 self.out.write_all(b"\n")
             }
             Format::Text => {
@@ -68,8 +69,29 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// Escapes what a terminal would interpret: C0 and C1 control characters,
-/// DEL, and the Unicode bidirectional controls (Trojan Source).
+/// JSON text with C1 controls and bidirectional overrides written as
+/// `\uXXXX` escapes: the same JSON, safe to print on a terminal (serde_json
+/// already escapes C0 controls). These characters only occur inside
+/// strings, where the escape means the same character.
+pub fn json_terminal_safe(json: &str) -> Cow<'_, str> {
+    fn bad(c: char) -> bool {
+        matches!(c, '\u{80}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{2028}' | '\u{2029}')
+    }
+    if !json.chars().any(bad) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Escapes what a terminal would interpret: C0 and C1 control characters,/// DEL, and the Unicode bidirectional controls (Trojan Source).
 pub fn terminal_safe(s: &str) -> Cow<'_, str> {
     fn bad(c: char) -> bool {
         c.is_control()
@@ -100,5 +122,12 @@ mod tests {
         assert_eq!(terminal_safe("x\ry"), "x\\u{d}y");
         assert_eq!(terminal_safe("\u{202e}gnp.exe"), "\\u{202e}gnp.exe");
         assert_eq!(terminal_safe("\u{9b}2J"), "\\u{9b}2J");
+        let json = serde_json::to_string("a\u{9b}2J\u{202e}b").unwrap();
+        let safe = json_terminal_safe(&json);
+        assert_eq!(safe, r#""a\u009b2J\u202eb""#);
+        assert_eq!(
+            serde_json::from_str::<String>(&safe).unwrap(),
+            "a\u{9b}2J\u{202e}b"
+        );
     }
 }

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::decode::{self, Context, Limits, Problem, ProblemKind, Sink};
-use crate::detect::{Detector, RuleSet};
+use crate::detect::{Detector, RuleSet, pipeline};
 use crate::event::AuditEvent;
-use crate::finding::{Finding, Severity};
+use crate::finding::{DEFAULT_CLUSTER, Finding, Severity};
 use crate::output::{Format, Printer, terminal_safe};
 
 /// What to scan and how to print it.
@@ -121,6 +121,22 @@ fn looks_like_log(path: &Path) -> bool {
         .any(|e| e.eq_ignore_ascii_case(ext))
 }
 
+/// Counts and prints one finding; keeps the first write error.
+fn emit(
+    printer: &mut Printer<&mut dyn Write>,
+    summary: &mut Summary,
+    write_error: &mut Option<io::Error>,
+    f: &Finding,
+) {
+    summary.findings += 1;
+    summary.max_severity = summary.max_severity.max(Some(f.severity));
+    if write_error.is_none() {
+        if let Err(e) = printer.finding(f) {
+            *write_error = Some(e);
+        }
+    }
+}
+
 struct Run<'o> {
     detector: Detector,
     printer: Printer<&'o mut dyn Write>,
@@ -180,11 +196,17 @@ impl Run<'_> {
         let ctx = ctx.for_source(&name);
         if let Err(e) = decode::decode(reader, &ctx, self) {
             self.summary.malformed += 1;
+            let (line, msg) = match &e {
+                decode::Error::Read { line, source } => {
+                    (format!(":{line}"), format!("read error: {source}"))
+                }
+                other => (String::new(), other.to_string()),
+            };
             let _ = writeln!(
                 self.err,
-                "kaudit: {}: {} (the rest of this input is skipped)",
+                "kaudit: {}{line}: {} (the rest of this input is skipped)",
                 terminal_safe(&self.source),
-                terminal_safe(&e.to_string())
+                terminal_safe(&msg)
             );
         }
     }
@@ -201,13 +223,7 @@ impl Sink for Run<'_> {
             ..
         } = self;
         detector.check(ev, &mut |f: Finding| {
-            summary.findings += 1;
-            summary.max_severity = summary.max_severity.max(Some(f.severity));
-            if write_error.is_none() {
-                if let Err(e) = printer.finding(&f) {
-                    *write_error = Some(e);
-                }
-            }
+            emit(printer, summary, write_error, &f)
         });
     }
 
@@ -215,6 +231,18 @@ impl Sink for Run<'_> {
         match p.kind {
             ProblemKind::Malformed | ProblemKind::Oversized => self.summary.malformed += 1,
             ProblemKind::Truncated => self.summary.truncated += 1,
+        }
+        // Oversized and truncated events are findings too (evasion, a
+        // broken pipeline), not just lines on stderr.
+        if let Some(f) = pipeline::from_problem(p, &self.source, DEFAULT_CLUSTER) {
+            let Run {
+                detector,
+                printer,
+                summary,
+                write_error,
+                ..
+            } = self;
+            detector.report(f, &mut |f| emit(printer, summary, write_error, &f));
         }
         let id = p
             .audit_id

@@ -71,7 +71,11 @@ pub struct Caps {
 
 /// Frames `input`, calling `on_frame` for each piece. Only read errors
 /// (including a corrupt gzip stream underneath) are returned.
-pub fn frame<R: Read>(input: R, caps: Caps, on_frame: &mut dyn FnMut(Frame<'_>)) -> io::Result<()> {
+pub fn frame<R: Read>(
+    input: R,
+    caps: Caps,
+    on_frame: &mut dyn FnMut(Frame<'_>),
+) -> Result<(), ReadError> {
     let mut f = Framer {
         input,
         buf: Vec::with_capacity(READ_CHUNK),
@@ -79,13 +83,24 @@ pub fn frame<R: Read>(input: R, caps: Caps, on_frame: &mut dyn FnMut(Frame<'_>))
         line: 1,
         eof: false,
         caps,
+        eof_failures: 0,
+        drained: 0,
     };
-    if f.detect_lines()? {
-        f.lines(on_frame)
-    } else {
-        f.document(on_frame)
-    }
+    let result = f.run(on_frame);
+    result.map_err(|source| ReadError {
+        line: f.line,
+        source,
+    })
 }
+
+/// A read error (or a corrupt compressed stream) and the line reached.
+#[derive(Debug)]
+pub struct ReadError {
+    pub line: u64,
+    pub source: io::Error,
+}
+
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 struct Framer<R> {
     input: R,
@@ -96,6 +111,12 @@ struct Framer<R> {
     line: u64,
     eof: bool,
     caps: Caps,
+    /// Values that ran to the end of input unfinished. After two, the rest
+    /// of the input is read as lines: rescanning to the end from every
+    /// later line would take quadratic time.
+    eof_failures: u32,
+    /// Bytes dropped from the front of `buf` so far.
+    drained: u64,
 }
 
 /// Why a value could not be framed.
@@ -148,6 +169,7 @@ impl<R: Read> Framer<R> {
     fn compact(&mut self) {
         if self.start > 0 && (self.start >= READ_CHUNK || self.start == self.buf.len()) {
             self.buf.drain(..self.start);
+            self.drained += self.start as u64;
             self.start = 0;
         }
     }
@@ -168,9 +190,21 @@ impl<R: Read> Framer<R> {
         }
     }
 
+    fn run(&mut self, on_frame: &mut dyn FnMut(Frame<'_>)) -> io::Result<()> {
+        self.fill()?;
+        if self.buf.starts_with(BOM) {
+            self.start = BOM.len();
+        }
+        if self.detect_lines()? {
+            self.lines(on_frame)
+        } else {
+            self.document(on_frame)
+        }
+    }
+
     /// Decides between lines and document mode from the first value.
     fn detect_lines(&mut self) -> io::Result<bool> {
-        let Some(first) = self.skip_ws(0)? else {
+        let Some(first) = self.skip_ws(self.start)? else {
             return Ok(true);
         };
         match self.buf[first] {
@@ -187,24 +221,28 @@ impl<R: Read> Framer<R> {
                 break None;
             }
         };
-        let end = newline.unwrap_or(self.buf.len());
-        let mut scan = Scan::default();
-        if let Ok(Some(_)) = scan.feed(&self.buf[first..end]) {
+        let Some(nl) = newline else {
+            // One line longer than the probe (or the whole input): a JSON
+            // line holding a big event. Lines mode keeps a broken one from
+            // swallowing what follows.
+            return Ok(true);
+        };
+        if complete_value(&self.buf[first..nl]) {
             return Ok(true); // the first line holds a complete value
         }
-        // An incomplete first line followed by a line that starts a new
-        // object is a broken JSON line, not a pretty-printed document.
-        if let Some(nl) = newline {
-            loop {
-                if nl + 1 < self.buf.len() {
-                    return Ok(self.buf[nl + 1] == b'{');
-                }
-                if !self.fill()? {
-                    return Ok(false);
-                }
+        // An incomplete first line followed by a line that is a complete
+        // value on its own is a broken JSON line, not a pretty-printed
+        // document (whose second line is `"key": ...` or an item with a
+        // trailing comma).
+        let second = loop {
+            if let Some(i) = memchr(b'\n', &self.buf[nl + 1..]) {
+                break nl + 1 + i;
             }
-        }
-        Ok(false)
+            if self.buf.len() - nl > 1 << 20 || !self.fill()? {
+                break self.buf.len();
+            }
+        };
+        Ok(self.buf.get(nl + 1) == Some(&b'{') && complete_value(&self.buf[nl + 1..second]))
     }
 
     fn lines(&mut self, on_frame: &mut dyn FnMut(Frame<'_>)) -> io::Result<()> {
@@ -288,6 +326,9 @@ impl<R: Read> Framer<R> {
 
     fn document(&mut self, on_frame: &mut dyn FnMut(Frame<'_>)) -> io::Result<()> {
         loop {
+            if self.eof_failures >= 2 {
+                return self.lines(on_frame);
+            }
             self.compact();
             let Some(pos) = self.skip_ws(self.start)? else {
                 return Ok(());
@@ -458,6 +499,7 @@ impl<R: Read> Framer<R> {
                 if scan.is_scalar() {
                     return Ok(Ok(at));
                 }
+                self.eof_failures += 1;
                 return Ok(Err(Cut::Invalid("input ends inside a JSON value")));
             }
         }
@@ -593,25 +635,21 @@ impl<R: Read> Framer<R> {
         on_frame: &mut dyn FnMut(Frame<'_>),
     ) -> io::Result<bool> {
         debug_assert_eq!(obj, self.start);
-        let cut = self.discard_from_start(Scan::default())?;
-        Ok(self.report_cut(cut, cap, on_frame))
-    }
-
-    /// `discard`, from `start`, for an object whose bytes were already
-    /// scanned once (line counting restarts at `start`).
-    fn discard_from_start(&mut self, mut scan: Scan) -> io::Result<Cut> {
-        let pos = self.start;
-        match scan.feed(&self.buf[pos..]) {
-            Ok(Some(n)) => {
-                // Cannot happen for a value that overflowed, but be exact.
-                let sample = self.buf[pos..pos + n.min(SAMPLE_BYTES)].to_vec();
-                let line = self.line;
-                self.advance(pos + n);
-                Ok(Cut::Oversized(sample, n as u64, line))
-            }
-            Ok(None) => self.discard(pos, scan),
-            Err(e) => Ok(Cut::Invalid(e)),
-        }
+        // Skip to the next line where a document starts (column 0), not by
+        // structure: an unbalanced line in a misread file would otherwise
+        // take everything after it along.
+        let line = self.line;
+        let sample = self.buf[obj..self.buf.len().min(obj + SAMPLE_BYTES)].to_vec();
+        let drained_before = self.drained;
+        self.resync()?;
+        let size = (self.drained + self.start as u64).saturating_sub(drained_before + obj as u64);
+        on_frame(Frame::Oversized {
+            sample: &sample,
+            size,
+            limit: cap,
+            line,
+        });
+        Ok(true)
     }
 
     /// Skips the members after a streamed array up to the object's `}`.
@@ -634,6 +672,14 @@ impl<R: Read> Framer<R> {
             }
         }
     }
+}
+
+/// Whether `line` is exactly one complete JSON value (and whitespace).
+fn complete_value(line: &[u8]) -> bool {
+    let line = trim(line);
+    let mut scan = Scan::default();
+    matches!(scan.feed(line), Ok(Some(n)) if n == line.len())
+        || (scan.is_scalar() && !line.is_empty())
 }
 
 /// Trims ASCII whitespace (including a CR before the newline).
@@ -947,6 +993,78 @@ mod tests {
         let deep = format!("[{}1{}]", "[".repeat(100_000), "]".repeat(100_000));
         let out = run(&deep);
         assert!(matches!(out[1], F::Element(..)));
+    }
+
+    #[test]
+    fn a_leading_bom_is_ignored() {
+        let out = run("\u{feff}{\n  \"a\": 1\n}\n");
+        assert_eq!(out, [v("{\n  \"a\": 1\n}", 1)]);
+    }
+
+    #[test]
+    fn eventlist_with_one_item_per_line_is_a_document() {
+        let out = run("{\"kind\":\"EventList\",\"items\":[\n{\"a\":1},\n{\"b\":2}\n]}\n");
+        assert_eq!(
+            out,
+            [
+                F::Start(Some("{\"kind\":\"EventList\"}".into()), "items".into()),
+                F::Element("{\"a\":1}".into(), 2),
+                F::Element("{\"b\":2}".into(), 3),
+                F::End
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_first_line_means_json_lines() {
+        // An unbalanced line must not swallow the lines after it.
+        let big = format!(
+            "{{\"a\":\"{}\"}}\n{{\"b\":[1,\n{{\"c\":3}}\n",
+            "x".repeat(1_200_000)
+        );
+        let out = run_caps(
+            big.as_bytes(),
+            Caps {
+                value: 2 << 20,
+                document: 2 << 20,
+            },
+        );
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2], v("{\"c\":3}", 3));
+    }
+
+    #[test]
+    fn an_oversized_document_value_skips_to_the_next_document_only() {
+        let text = format!(
+            "{{\n\"a\": \"{}\",\n\"b\": [1,\n}}\n{{\n\"c\": 3\n}}\n",
+            "x".repeat(5000)
+        );
+        let out = run_caps(
+            text.as_bytes(),
+            Caps {
+                value: 1000,
+                document: 1000,
+            },
+        );
+        assert!(matches!(out[0], F::Oversized(_, 1)), "{out:?}");
+        assert_eq!(out[1], v("{\n\"c\": 3\n}", 5));
+    }
+
+    #[test]
+    fn unfinished_values_do_not_take_quadratic_time() {
+        // `[` then many lines that never close: each would otherwise be
+        // rescanned to the end of input.
+        let text = format!("[\n{}", "{\"a\":[1,\n".repeat(20_000));
+        let start = std::time::Instant::now();
+        let out = run(&text);
+        assert!(
+            out.len() >= 20_000 - 2,
+            "every line is reported: {}",
+            out.len()
+        );
+        // A loose bound (a debug build does this in well under a second);
+        // quadratic behaviour takes minutes.
+        assert!(start.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]

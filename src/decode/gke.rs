@@ -242,6 +242,19 @@ pub(super) fn log_entry(d: &mut Dispatch<'_, '_>, text: &str, line: u64, envelop
     d.emit(ev, line, envelope, cluster);
 }
 
+/// Whether a `message` object is a Pub/Sub message (it has a string `data`).
+pub(super) fn is_pubsub_message(message: &RawValue) -> bool {
+    #[derive(Deserialize)]
+    struct Probe<'a> {
+        #[serde(borrow, default)]
+        data: Option<&'a RawValue>,
+    }
+    serde_json::from_str::<Probe<'_>>(message.get())
+        .ok()
+        .and_then(|p| p.data)
+        .is_some_and(|d| d.get().starts_with('"'))
+}
+
 /// A Pub/Sub push request; `message` is the raw `message` object.
 pub(super) fn pubsub_push(d: &mut Dispatch<'_, '_>, message: &RawValue, line: u64) {
     #[derive(Deserialize)]

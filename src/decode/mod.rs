@@ -29,7 +29,7 @@ mod k8s;
 mod wrapped;
 
 use std::borrow::Cow;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 
 use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
@@ -131,6 +131,8 @@ pub enum Error {
     },
     #[error("read error: {0}")]
     Io(#[from] io::Error),
+    #[error("line {line}: read error: {source}")]
+    Read { line: u64, source: io::Error },
 }
 
 /// What kind of problem a [`Problem`] is.
@@ -174,8 +176,23 @@ pub trait Sink {
 /// Only read errors, including a corrupt or truncated gzip stream; what was
 /// decoded before the error has been delivered to the sink.
 pub fn decode<R: Read>(input: R, ctx: &Context<'_>, sink: &mut dyn Sink) -> Result<(), Error> {
-    let mut input = BufReader::with_capacity(64 * 1024, input);
-    let gzip = input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    // Peek at two bytes (a pipe may deliver one at a time) to spot gzip.
+    let mut input = input;
+    let mut magic = [0u8; 2];
+    let mut got = 0;
+    while got < 2 {
+        match input.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(e)),
+        }
+    }
+    let gzip = got == 2 && magic == [0x1f, 0x8b];
+    let input = BufReader::with_capacity(
+        64 * 1024,
+        io::Cursor::new(magic[..got].to_vec()).chain(input),
+    );
     let caps = Caps {
         value: ctx.limits.max_event_bytes,
         document: ctx.limits.max_document_bytes,
@@ -190,7 +207,10 @@ pub fn decode<R: Read>(input: R, ctx: &Context<'_>, sink: &mut dyn Sink) -> Resu
     } else {
         framing::frame(input, caps, &mut |f| d.frame(f))
     };
-    result.map_err(Error::from)
+    result.map_err(|e| Error::Read {
+        line: e.line,
+        source: e.source,
+    })
 }
 
 /// Which array is being streamed, and what its elements are.
@@ -450,7 +470,14 @@ impl<'c> Dispatch<'c, '_> {
         } else if probe.proto_payload.is_some() {
             gke::log_entry(self, text, line, Envelope::Gke);
         } else if let Some(message) = probe.message.filter(|m| m.get().starts_with('{')) {
-            gke::pubsub_push(self, message, line);
+            // A Pub/Sub push carries `message.data` (base64); a shipper that
+            // parsed the line (Vector's parse_json) puts the event itself
+            // under `message`.
+            if gke::is_pubsub_message(message) {
+                gke::pubsub_push(self, message, line);
+            } else {
+                self.event_text(message.get(), line, Envelope::Wrapped, None);
+            }
         } else if let Some(inner) = probe
             .message
             .or(probe.log)
@@ -521,7 +548,7 @@ impl<'c> Dispatch<'c, '_> {
         cluster: Option<&str>,
     ) {
         if text.len() > self.ctx.limits.max_event_bytes {
-            let sample = &text.as_bytes()[..framing::SAMPLE_BYTES];
+            let sample = &text.as_bytes()[..text.len().min(framing::SAMPLE_BYTES)];
             return self.sink.problem(&Problem {
                 kind: ProblemKind::Oversized,
                 line,

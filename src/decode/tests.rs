@@ -394,7 +394,7 @@ fn truncated_gzip_keeps_what_was_read_and_reports() {
     let cut = &gz[..gz.len() * 2 / 3];
     let mut c = Collect::default();
     let err = decode(cut, &Context::new(Limits::default()), &mut c).unwrap_err();
-    assert!(matches!(err, Error::Io(_)), "{err}");
+    assert!(matches!(err, Error::Read { line, .. } if line > 1), "{err}");
     assert!(!c.events.is_empty() && c.events.len() < 20);
 }
 
@@ -530,4 +530,48 @@ mod fuzz {
             let _ = decode(text.as_bytes(), &Context::new(Limits { max_event_bytes: 64, max_document_bytes: 256 }), &mut c);
         }
     }
+}
+
+/// Regression (review): an envelope message over the event cap but under
+/// the sample size once panicked while taking its sample.
+#[test]
+fn small_event_cap_inside_an_envelope_does_not_panic() {
+    let bytes = std::fs::read(fixtures().join("eks/cloudwatch.json")).unwrap();
+    let limits = Limits {
+        max_event_bytes: 1000,
+        max_document_bytes: 1 << 20,
+    };
+    let c = decode_bytes(&bytes, limits);
+    assert!(c.problems.iter().all(|p| p.0 == ProblemKind::Oversized));
+    assert_eq!(c.problems.len() + c.events.len(), 4);
+}
+
+/// Regression (review): Vector's `parse_json(.message)` leaves the event as
+/// an object under `message`; that is not a Pub/Sub push.
+#[test]
+fn shipper_message_object_is_an_event_not_pubsub() {
+    let line = r#"{"host":"cp-1","message":{"auditID":"v1","verb":"get","requestURI":"/api"},"source_type":"file"}"#;
+    let c = decode_bytes(line.as_bytes(), Limits::default());
+    assert_eq!(c.events.len(), 1, "{:?}", c.problems);
+    assert_eq!(c.events[0].envelope, Envelope::Wrapped);
+}
+
+/// Regression (review): gzip on a pipe that delivers one byte at a time.
+#[test]
+fn gzip_is_recognised_one_byte_at_a_time() {
+    struct Trickle<'a>(&'a [u8]);
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() || buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = self.0[0];
+            self.0 = &self.0[1..];
+            Ok(1)
+        }
+    }
+    let gz = std::fs::read(fixtures().join("k8s/audit.log.gz")).unwrap();
+    let mut c = Collect::default();
+    decode(Trickle(&gz), &Context::new(Limits::default()), &mut c).unwrap();
+    assert_eq!(c.events.len(), 20);
 }

@@ -461,6 +461,11 @@ impl Cond {
                     } => needles.iter().collect(),
                     _ => return None,
                 };
+                // A number may be written many ways in a raw body (3600,
+                // 3.6e3, 3600.0): numbers give no needles.
+                if literals.iter().any(|l| l.trim().parse::<f64>().is_ok()) {
+                    return None;
+                }
                 literals.iter().map(|l| safe_needle(l)).collect()
             }
         }
@@ -717,6 +722,10 @@ mod tests {
         );
         assert_eq!(n("{field: verb, equals: '*'}"), None);
         assert_eq!(n("{field: verb, equals: GET, icase: true}"), None);
+        assert_eq!(
+            n("{field: requestObject.spec.expirationSeconds, equals: 3600}"),
+            None
+        );
         assert_eq!(
             n("{field: impersonatedUser.username, exists: true}"),
             Some(vec!["impersonatedUser".into()])

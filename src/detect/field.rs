@@ -28,7 +28,7 @@
 //! (all values joined by spaces into one: a command line).
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::fmt;
 
 use serde_json::Value;
@@ -99,7 +99,15 @@ pub struct Eval<'e, 'a> {
     request: OnceCell<Option<Value>>,
     response: OnceCell<Option<Value>>,
     auth_meta: OnceCell<Option<Value>>,
+    /// A body a rule needed could not be read (nested past
+    /// [`MAX_BODY_DEPTH`], or not JSON): detection was impaired.
+    unreadable: Cell<bool>,
 }
+
+/// Deepest nesting a request or response body may have. Kubernetes objects
+/// stay far below it; a body nested deeper is an attempt to blind body
+/// rules, and is reported as such.
+pub const MAX_BODY_DEPTH: usize = 256;
 
 impl<'e, 'a> Eval<'e, 'a> {
     pub fn new(ev: &'e AuditEvent<'a>) -> Self {
@@ -109,6 +117,7 @@ impl<'e, 'a> Eval<'e, 'a> {
             request: OnceCell::new(),
             response: OnceCell::new(),
             auth_meta: OnceCell::new(),
+            unreadable: Cell::new(false),
         }
     }
 
@@ -123,9 +132,58 @@ impl<'e, 'a> Eval<'e, 'a> {
             Doc::Response => (&self.response, self.ev.response_object),
             Doc::AuthMeta => (&self.auth_meta, self.ev.authentication_metadata),
         };
-        cell.get_or_init(|| raw.and_then(|r| serde_json::from_str(r.get()).ok()))
-            .as_ref()
+        cell.get_or_init(|| {
+            let parsed = raw.and_then(|r| parse_body(r.get()));
+            if raw.is_some() && parsed.is_none() {
+                self.unreadable.set(true);
+            }
+            parsed
+        })
+        .as_ref()
     }
+
+    /// Whether a body some rule needed could not be read.
+    pub fn body_unreadable(&self) -> bool {
+        self.unreadable.get()
+    }
+}
+
+/// Parses a body nested at most [`MAX_BODY_DEPTH`] deep. serde_json's own
+/// limit (128) is lifted for it, because a client-sent patch can pad its
+/// nesting up to that limit to hide from every body rule.
+fn parse_body(text: &str) -> Option<Value> {
+    if max_depth(text.as_bytes()) > MAX_BODY_DEPTH {
+        return None;
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    serde::Deserialize::deserialize(&mut de).ok()
+}
+
+/// The deepest nesting of `{`/`[` outside strings.
+fn max_depth(b: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
+    for &c in b {
+        if in_str {
+            match (esc, c) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_str = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
 }
 
 /// Where in an event a field is.
@@ -440,7 +498,13 @@ impl Field {
                 }
             }
             Source::UriParam(key) => {
-                out.extend(e.query().values(key).map(Val::Str));
+                if ev.request_uri.is_some() {
+                    out.extend(e.query().values(key).map(Val::Str));
+                } else if let Some(body) = e.body(Doc::Request) {
+                    // No requestURI (GKE): the request options are logged as
+                    // the body, e.g. PodExecOptions {"command": [...]}.
+                    walk(body, &[Seg::Key(key.clone())], out);
+                }
             }
             Source::Body { doc, path } => {
                 if let Some(body) = e.body(*doc) {
@@ -833,6 +897,46 @@ mod tests {
         assert_eq!(vals("pod.hostPID", deploy), ["true"]);
         let cron = r#"{"auditID":"x","verb":"create","requestObject":{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"hostIPC":true}}}}}}}"#;
         assert_eq!(vals("pod.hostIPC", cron), ["true"]);
+    }
+
+    #[test]
+    fn deep_bodies_parse_to_the_limit_and_are_flagged_beyond() {
+        let body = |n: usize| {
+            format!(
+                r#"{{"auditID":"x","verb":"patch","requestObject":{{"spec":{{"hostPID":true}},"pad":{}1{}}}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        let raw = body(200);
+        let ev = AuditEvent::parse(&raw).unwrap();
+        let e = Eval::new(&ev);
+        let mut out = Vec::new();
+        Field::parse("requestObject.spec.hostPID")
+            .unwrap()
+            .values(&e, None, &mut out);
+        assert_eq!(
+            out,
+            [Val::Bool(true)],
+            "200 levels: past serde_json's 128, still read"
+        );
+        assert!(!e.body_unreadable());
+        let raw = body(5000);
+        let ev = AuditEvent::parse(&raw).unwrap();
+        let e = Eval::new(&ev);
+        let mut out = Vec::new();
+        Field::parse("requestObject.spec.hostPID")
+            .unwrap()
+            .values(&e, None, &mut out);
+        assert!(out.is_empty());
+        assert!(e.body_unreadable(), "a body too deep to read is reported");
+    }
+
+    #[test]
+    fn uri_params_fall_back_to_gke_request_options() {
+        let gke = r#"{"auditID":"x","verb":"create","requestObject":{"@type":"core.k8s.io/v1.PodExecOptions","command":["/bin/sh","-c","id"],"container":"api"}}"#;
+        assert_eq!(vals("uri.command", gke), ["/bin/sh", "-c", "id"]);
+        assert_eq!(vals("uri.container", gke), ["api"]);
     }
 
     #[test]

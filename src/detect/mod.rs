@@ -11,14 +11,15 @@
 
 mod condition;
 mod field;
+pub mod pipeline;
 mod prefilter;
 mod ruleset;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::event::AuditEvent;
-use crate::finding::{DEFAULT_CLUSTER, Finding, finding_id};
+use crate::finding::Finding;
 
 pub use ruleset::{Expect, LoadError, Rule, RuleError, RuleSet, RuleSource, TestOutcome};
 
@@ -65,31 +66,98 @@ pub fn builtin_sources() -> Vec<RuleSource> {
 /// Runs a rule set and suppresses repeats within its lifetime.
 pub struct Detector {
     rules: Arc<RuleSet>,
-    /// Ids of findings already reported (16 bytes each: a scan of millions
-    /// of findings stays small).
-    seen: HashSet<[u8; 16]>,
+    /// Findings already reported: id → fingerprint of the request that
+    /// produced it (24 bytes each: a scan of millions of findings stays
+    /// small). A repeat with the same fingerprint is another stage or a
+    /// redelivery; a different fingerprint is a reused auditID.
+    seen: HashMap<[u8; 16], u64>,
 }
 
 impl Detector {
     pub fn new(rules: Arc<RuleSet>) -> Self {
         Detector {
             rules,
-            seen: HashSet::new(),
+            seen: HashMap::new(),
         }
     }
 
     /// Runs every rule on `ev`, calling `found` for each new finding.
     pub fn check(&mut self, ev: &AuditEvent<'_>, found: &mut dyn FnMut(Finding)) {
+        let fp = fingerprint(ev);
         let seen = &mut self.seen;
-        self.rules.check(ev, &mut |rule, f| {
-            let cluster = ev.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
-            let id = finding_id(cluster, ev.audit_id(), &rule.meta.id);
-            let mut key = [0u8; 16];
-            if hex::decode_to_slice(&id, &mut key).is_ok() && seen.insert(key) {
+        let mut reused = false;
+        let checked = self
+            .rules
+            .check(ev, &mut |_, mut f| match seen.get(&key(&f.id)) {
+                None => {
+                    seen.insert(key(&f.id), fp);
+                    found(f);
+                }
+                Some(&old) if old == fp => {}
+                Some(_) => {
+                    // Another request under the same auditID: its findings are
+                    // its own, tracked under the id plus its fingerprint.
+                    let alias = format!("{}#{fp:016x}", ev.audit_id());
+                    pipeline::rekey(&mut f, &alias);
+                    if let serde_json::Value::Object(d) = &mut f.details {
+                        d.insert("original_audit_id".into(), ev.audit_id().into());
+                    }
+                    if seen.insert(key(&f.id), fp).is_none() {
+                        reused = true;
+                        found(f);
+                    }
+                }
+            });
+        if reused {
+            let alias = format!("{}#{fp:016x}", ev.audit_id());
+            let f = pipeline::audit_id_reused(ev, &alias);
+            if seen.insert(key(&f.id), fp).is_none() {
                 found(f);
             }
-        });
+        }
+        if checked.body_unreadable {
+            let f = pipeline::body_unreadable(ev);
+            if seen.insert(key(&f.id), fp).is_none() {
+                found(f);
+            }
+        }
     }
+
+    /// Reports a finding made outside the rules (a pipeline problem), once.
+    pub fn report(&mut self, f: Finding, found: &mut dyn FnMut(Finding)) {
+        if self.seen.insert(key(&f.id), 0).is_none() {
+            found(f);
+        }
+    }
+}
+
+/// A finding id as 16 bytes (ids are 32 hex digits).
+fn key(id: &str) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    if hex::decode_to_slice(id, &mut k).is_err() {
+        // Not an id we made: hash it instead, still stable.
+        let h = <sha2::Sha256 as sha2::Digest>::digest(id.as_bytes());
+        k.copy_from_slice(&h[..16]);
+    }
+    k
+}
+
+/// What identifies one request across its stages and redeliveries: the
+/// auditID alone does not (a client can choose it).
+fn fingerprint(ev: &AuditEvent<'_>) -> u64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [
+        ev.request_received_timestamp.as_deref().unwrap_or(""),
+        ev.verb(),
+        ev.request_uri.as_deref().unwrap_or(""),
+        ev.username(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let d = h.finalize();
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
 #[cfg(test)]
@@ -217,6 +285,65 @@ mod tests {
                 },
             )
             .unwrap();
+    }
+
+    fn exec(id: &str, ts: &str, ns: &str, cmd: &str) -> String {
+        format!(
+            r#"{{"auditID":"{id}","stage":"ResponseStarted","requestReceivedTimestamp":"{ts}","verb":"create","requestURI":"/api/v1/namespaces/{ns}/pods/p/exec?command={cmd}","user":{{"username":"mallory"}},"objectRef":{{"resource":"pods","subresource":"exec","namespace":"{ns}","name":"p"}}}}"#
+        )
+    }
+
+    fn run(events: &[String]) -> Vec<Finding> {
+        let mut d = Detector::new(Arc::new(RuleSet::load(&[]).unwrap()));
+        let mut out = Vec::new();
+        for raw in events {
+            let ev = AuditEvent::parse(raw).unwrap();
+            d.check(&ev, &mut |f| out.push(f));
+        }
+        out
+    }
+
+    /// Regression (review): a client-chosen Audit-ID reused for a second
+    /// request must not hide that request's findings.
+    #[test]
+    fn reused_audit_id_does_not_hide_a_finding() {
+        let first = exec("fixed", "2026-11-28T01:00:00.000000Z", "dev", "ls");
+        let again = first.replace("ResponseStarted", "ResponseComplete");
+        let attack = exec(
+            "fixed",
+            "2026-11-28T01:05:00.000000Z",
+            "kube-system",
+            "cat+%2Fvar%2Frun%2Fsecrets%2Fkubernetes.io%2Fserviceaccount%2Ftoken",
+        );
+        let f = run(&[first, again, attack]);
+        let ids: Vec<&str> = f.iter().map(|f| f.rule_id.as_str()).collect();
+        assert_eq!(
+            ids.iter().filter(|r| **r == "pod-exec").count(),
+            2,
+            "{ids:?}"
+        );
+        assert!(ids.contains(&"audit-id-reused"), "{ids:?}");
+        let second = f.iter().filter(|f| f.rule_id == "pod-exec").nth(1).unwrap();
+        assert_eq!(second.severity, crate::finding::Severity::Critical);
+        assert!(second.audit_id.starts_with("fixed#"));
+        assert_eq!(second.details["original_audit_id"], "fixed");
+    }
+
+    /// Regression (review): padding a patch body past serde_json's depth
+    /// limit must not silently blind the body rules.
+    #[test]
+    fn body_too_deep_to_read_is_a_finding() {
+        let raw = format!(
+            r#"{{"auditID":"deep","stage":"ResponseComplete","verb":"create","requestURI":"/api/v1/namespaces/a/pods","user":{{"username":"eve"}},"objectRef":{{"resource":"pods","namespace":"a"}},"responseStatus":{{"code":201}},"requestObject":{{"kind":"Pod","spec":{{"hostPID":true,"containers":[{{"image":"x","securityContext":{{"privileged":true}}}}]}},"pad":{}1{}}}}}"#,
+            "[".repeat(1000),
+            "]".repeat(1000)
+        );
+        let f = run(&[raw]);
+        assert!(
+            f.iter().any(|f| f.rule_id == "request-body-unreadable"),
+            "{:?}",
+            f.iter().map(|f| &f.rule_id).collect::<Vec<_>>()
+        );
     }
 
     /// The catalogue compiles, and every rule carries positive and negative

@@ -29,6 +29,13 @@ pub struct Candidates {
 }
 
 impl Candidates {
+    /// Every rule is a candidate.
+    pub fn everything() -> Candidates {
+        Candidates {
+            all: true,
+            rules: Vec::new(),
+        }
+    }
     pub fn get(&self, rule: usize) -> bool {
         self.all || self.rules.get(rule).copied().unwrap_or(true)
     }

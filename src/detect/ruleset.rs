@@ -30,8 +30,8 @@ use serde::Deserialize;
 
 use super::condition::{Cond, CondDef, Names};
 use super::field::{Eval, Field, Val};
-use super::prefilter::Prefilter;
-use crate::event::AuditEvent;
+use super::prefilter::{Candidates, Prefilter};
+use crate::event::{AuditEvent, Envelope};
 use crate::finding::{Finding, RuleMeta, Severity};
 
 /// One rule file's text and where it came from.
@@ -185,6 +185,13 @@ pub struct RuleTest {
     pub label: String,
 }
 
+/// What running the rules learned besides findings.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Checked {
+    /// A rule needed the request or response body and could not read it.
+    pub body_unreadable: bool,
+}
+
 /// The compiled rule set: every rule (enabled or not) and the prefilter
 /// over the enabled ones.
 #[derive(Debug)]
@@ -319,11 +326,18 @@ impl RuleSet {
     }
 
     /// Runs every enabled rule on `ev`; calls `found` with each match.
-    pub fn check(&self, ev: &AuditEvent<'_>, found: &mut dyn FnMut(&Rule, Finding)) {
+    pub fn check(&self, ev: &AuditEvent<'_>, found: &mut dyn FnMut(&Rule, Finding)) -> Checked {
         if !ev.carries_outcome() {
-            return;
+            return Checked::default();
         }
-        let candidates = self.prefilter.candidates(ev.raw);
+        // GKE events are built from a LogEntry: some values (a 403 read
+        // from `granted: false`) are not in its text, so every rule runs.
+        let synthesized = matches!(ev.origin.envelope, Envelope::Gke | Envelope::GkePubSub);
+        let candidates = if synthesized {
+            Candidates::everything()
+        } else {
+            self.prefilter.candidates(ev.raw)
+        };
         let e = Eval::new(ev);
         for (k, &i) in self.active.iter().enumerate() {
             if !candidates.get(k) {
@@ -333,6 +347,9 @@ impl RuleSet {
             if let Some(f) = rule.evaluate(&e) {
                 found(rule, f);
             }
+        }
+        Checked {
+            body_unreadable: e.body_unreadable(),
         }
     }
 }

@@ -1,0 +1,165 @@
+//! Detections written in code rather than YAML: what the input itself says
+//! about evasion or a broken log pipeline.
+//!
+//! - `audit-id-reused`: one auditID on two different requests. The API
+//!   server takes the client's `Audit-ID` header as the auditID, so a
+//!   client can reuse an id to make a later request look like a repeat of
+//!   an earlier, harmless one.
+//! - `request-body-unreadable`: a rule needed a request or response body
+//!   that could not be read (nested past the depth limit: padding a patch
+//!   to blind body rules).
+//! - `oversized-event`: an event over the size cap was quarantined (padding
+//!   an event is an evasion trick).
+//! - `truncated-event`: the log pipeline cut an event short (CloudWatch's
+//!   `[Truncated...]`).
+//!
+//! Each is a [`RuleMeta`] and a constructor of its finding; deduplication is
+//! the [`Detector`](super::Detector)'s.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use serde_json::json;
+
+use crate::decode::Problem;
+use crate::event::AuditEvent;
+use crate::finding::{Finding, RuleMeta, Severity, finding_id};
+
+fn meta(id: &str, title: &str, severity: Severity, category: &str, mitre: &[&str]) -> RuleMeta {
+    RuleMeta {
+        id: id.into(),
+        title: title.into(),
+        severity,
+        category: category.into(),
+        mitre: mitre.iter().map(|m| (*m).to_owned()).collect(),
+        references: BTreeMap::new(),
+    }
+}
+
+pub static AUDIT_ID_REUSED: LazyLock<RuleMeta> = LazyLock::new(|| {
+    meta(
+        "audit-id-reused",
+        "One auditID on two different requests",
+        Severity::High,
+        "evasion",
+        &["T1562.008"],
+    )
+});
+pub static BODY_UNREADABLE: LazyLock<RuleMeta> = LazyLock::new(|| {
+    meta(
+        "request-body-unreadable",
+        "Request body too deeply nested to inspect",
+        Severity::High,
+        "evasion",
+        &["T1562"],
+    )
+});
+pub static OVERSIZED_EVENT: LazyLock<RuleMeta> = LazyLock::new(|| {
+    meta(
+        "oversized-event",
+        "Audit event over the size cap",
+        Severity::Medium,
+        "evasion",
+        &["T1562.008"],
+    )
+});
+pub static TRUNCATED_EVENT: LazyLock<RuleMeta> = LazyLock::new(|| {
+    meta(
+        "truncated-event",
+        "Audit event truncated by the log pipeline",
+        Severity::Low,
+        "pipeline",
+        &[],
+    )
+});
+
+/// The finding for a request whose auditID an earlier, different request
+/// already used; `alias` is the id this request is tracked under.
+pub fn audit_id_reused(ev: &AuditEvent<'_>, alias: &str) -> Finding {
+    let summary = format!(
+        "auditID {} was used again by a different request ({} {} by {}): the client chose it with the Audit-ID header",
+        ev.audit_id(),
+        ev.verb(),
+        ev.request_uri.as_deref().unwrap_or("-"),
+        ev.username()
+    );
+    let mut f = Finding::from_event(
+        &AUDIT_ID_REUSED,
+        ev,
+        AUDIT_ID_REUSED.severity,
+        summary,
+        json!({"original_audit_id": ev.audit_id()}),
+    );
+    rekey(&mut f, alias);
+    f
+}
+
+/// The finding for an event whose body a rule could not read.
+pub fn body_unreadable(ev: &AuditEvent<'_>) -> Finding {
+    let summary = format!(
+        "{} {} by {}: its body is nested more than {} levels deep, so rules that read it could not run",
+        ev.verb(),
+        ev.request_uri.as_deref().unwrap_or("-"),
+        ev.username(),
+        super::field::MAX_BODY_DEPTH
+    );
+    Finding::from_event(
+        &BODY_UNREADABLE,
+        ev,
+        BODY_UNREADABLE.severity,
+        summary,
+        json!({}),
+    )
+}
+
+/// The finding for an oversized or truncated event, if `p` is one.
+pub fn from_problem(p: &Problem<'_>, source: &str, cluster: &str) -> Option<Finding> {
+    let rule: &RuleMeta = match p.kind {
+        crate::decode::ProblemKind::Oversized => &OVERSIZED_EVENT,
+        crate::decode::ProblemKind::Truncated => &TRUNCATED_EVENT,
+        crate::decode::ProblemKind::Malformed => return None,
+    };
+    let audit_id = p
+        .audit_id
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("pipeline:{cluster}:{}:{source}:{}", rule.id, p.line));
+    let summary = match p.audit_id {
+        Some(id) => format!("{} (auditID {id}, {source} line {})", p.error, p.line),
+        None => format!("{} ({source} line {})", p.error, p.line),
+    };
+    Some(Finding {
+        id: finding_id(cluster, &audit_id, &rule.id),
+        rule_id: rule.id.clone(),
+        rule_title: rule.title.clone(),
+        severity: rule.severity,
+        category: rule.category.clone(),
+        mitre: rule.mitre.clone(),
+        references: rule.references.clone(),
+        cluster: cluster.to_owned(),
+        audit_id,
+        stage: None,
+        time: None,
+        user: String::new(),
+        groups: Vec::new(),
+        impersonated_user: None,
+        source_ips: Vec::new(),
+        user_agent: None,
+        verb: String::new(),
+        resource: String::new(),
+        subresource: None,
+        namespace: None,
+        name: None,
+        request_uri: None,
+        summary,
+        details: json!({"source": source, "line": p.line, "error": p.error.to_string()}),
+        // The event itself is quarantined, not evidence: it may hold
+        // unredactable secrets in the part that was cut off.
+        evidence: serde_json::Value::Null,
+    })
+}
+
+/// Gives a finding the identity of `alias` (an auditID with a suffix).
+pub fn rekey(f: &mut Finding, alias: &str) {
+    f.audit_id = alias.to_owned();
+    f.id = finding_id(&f.cluster, alias, &f.rule_id);
+}
