@@ -12,10 +12,14 @@
 //! - [`output`]: findings printed for people and tools.
 //! - [`scan`]: the offline scanner that wires these together.
 
+pub mod cli;
 pub mod decode;
 pub mod detect;
 pub mod event;
+pub mod export;
 pub mod finding;
 pub mod output;
 pub mod redact;
 pub mod scan;
+pub mod store;
+pub mod timespec;

@@ -11,11 +11,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use std::sync::Arc;
 
+use kaudit::cli::evidence::{self, FilterArgs};
 use kaudit::decode::Limits;
 use kaudit::detect::RuleSet;
 use kaudit::finding::Severity;
 use kaudit::output::Format;
-use kaudit::scan::{ScanOptions, scan};
+use kaudit::scan::{ScanError, ScanOptions, scan};
 
 #[derive(Parser)]
 #[command(
@@ -60,9 +61,79 @@ enum Command {
         max_event_bytes: usize,
         #[command(flatten)]
         rules: RulesArg,
+        /// Store findings in this SQLite file (created if missing); only
+        /// findings not stored before are printed.
+        #[arg(long, value_name = "FILE")]
+        db: Option<PathBuf>,
         /// Files, directories, or - for stdin.
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
+    },
+    /// Query the findings store.
+    Findings {
+        #[arg(long, value_name = "FILE")]
+        db: PathBuf,
+        #[command(flatten)]
+        filters: FilterArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// At most this many findings.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Write a signed evidence bundle of the findings that match.
+    Export {
+        #[arg(long, value_name = "FILE")]
+        db: PathBuf,
+        /// The bundle directory (created; must be empty).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        filters: FilterArgs,
+        /// Formats, comma-separated: jsonl, csv, ocsf (default: all).
+        #[arg(long = "format", value_name = "LIST", value_delimiter = ',')]
+        formats: Vec<kaudit::export::Format>,
+        /// Ed25519 private key (PEM, from kaudit keygen) that signs the manifest.
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
+        /// Also pack the bundle into DIR.tar.gz.
+        #[arg(long)]
+        tar: bool,
+    },
+    /// Verify the findings database's hash chain (--db), or an evidence
+    /// bundle (a directory or .tar.gz). Exit 1 when anything is wrong.
+    Verify {
+        /// The findings database whose chain to walk.
+        #[arg(long, value_name = "FILE", conflicts_with = "bundle")]
+        db: Option<PathBuf>,
+        /// Signed chain checkpoints (JSON lines from kaudit checkpoint) the
+        /// database must still agree with; needs --public-key.
+        #[arg(long, value_name = "FILE", requires = "db")]
+        checkpoints: Option<PathBuf>,
+        /// The public key (PEM) that must have signed the bundle or checkpoints.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// A bundle directory or .tar.gz.
+        #[arg(value_name = "BUNDLE")]
+        bundle: Option<PathBuf>,
+    },
+    /// Generate an Ed25519 key pair: FILE (PKCS#8 PEM, mode 0600) and
+    /// FILE.pub (SPKI PEM), usable by openssl too.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Sign the chain head, store the checkpoint, and append it to a file
+    /// kept outside kaudit's reach (another volume, a WORM bucket mount).
+    Checkpoint {
+        #[arg(long, value_name = "FILE")]
+        db: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        sign_key: PathBuf,
+        /// Append the signed checkpoint (one JSON line) to this file.
+        #[arg(long, value_name = "FILE")]
+        append: Option<PathBuf>,
     },
     /// Work with the rule catalogue.
     Rules {
@@ -140,11 +211,62 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Findings {
+            db,
+            filters,
+            format,
+            limit,
+        } => {
+            evidence::findings(&db, &filters, format, limit)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            db,
+            out,
+            filters,
+            formats,
+            sign_key,
+            tar,
+        } => {
+            evidence::export(&db, &out, &filters, &formats, sign_key.as_deref(), tar)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            db,
+            checkpoints,
+            public_key,
+            bundle,
+        } => {
+            let ok = evidence::verify(
+                db.as_deref(),
+                bundle.as_deref(),
+                public_key.as_deref(),
+                checkpoints.as_deref(),
+            )?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Keygen { out } => {
+            evidence::keygen(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoint {
+            db,
+            sign_key,
+            append,
+        } => {
+            evidence::checkpoint(&db, &sign_key, append.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Scan {
             format,
             fail_on,
             max_event_bytes,
             rules,
+            db,
             paths,
         } => {
             if max_event_bytes == 0 {
@@ -159,6 +281,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 format,
                 limits,
                 rules: rules.load()?,
+                db,
             };
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());
@@ -166,8 +289,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let summary = match scan(&opts, &mut out, &mut err) {
                 Ok(s) => s,
                 // A closed pipe (`kaudit scan | head`) is not an error.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
-                Err(e) => return Err(e).context("cannot write findings"),
+                Err(ScanError::Write(e)) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(e) => return Err(e).context("the scan stopped"),
             };
             eprintln!("{}", summary.line());
             if summary.unreadable > 0 {

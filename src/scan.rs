@@ -5,7 +5,13 @@
 //! findings. Problems with the input (malformed, oversized, truncated
 //! events, unreadable files) are reported one line each on the error stream,
 //! naming the input and line, and counted; they never stop the scan.
+//!
+//! With a store (`--db`), findings are committed before they are printed,
+//! and only new ones are printed: scanning the same input twice adds and
+//! prints nothing. Each batch commits its findings, the quarantined inputs
+//! and the coverage counts (events per cluster and hour) in one transaction.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +22,7 @@ use crate::detect::{Detector, RuleSet, pipeline};
 use crate::event::AuditEvent;
 use crate::finding::{DEFAULT_CLUSTER, Finding, Severity};
 use crate::output::{Format, Printer, terminal_safe};
+use crate::store::{Batch, CoverageDelta, Inserted, QuarantineRow, Store};
 
 /// What to scan and how to print it.
 #[derive(Debug, Clone)]
@@ -25,7 +32,21 @@ pub struct ScanOptions {
     pub format: Format,
     pub limits: Limits,
     pub rules: Arc<RuleSet>,
+    /// The findings database; `None` prints without storing.
+    pub db: Option<PathBuf>,
 }
+
+/// Why a scan stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("cannot write findings: {0}")]
+    Write(#[from] io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}
+
+/// Findings held until their batch is committed.
+const BATCH_FINDINGS: usize = 1000;
 
 /// Counts for the summary line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -40,6 +61,8 @@ pub struct Summary {
     pub findings: u64,
     /// Paths that could not be opened at all.
     pub unreadable: u64,
+    /// With a store: findings already stored by an earlier run.
+    pub duplicates: u64,
     /// The most severe finding.
     pub max_severity: Option<Severity>,
 }
@@ -48,13 +71,18 @@ impl Summary {
     /// The line printed on stderr at the end of a scan.
     pub fn line(&self) -> String {
         format!(
-            "kaudit scan: inputs={} events={} malformed={} truncated={} skipped={} findings={}{}",
+            "kaudit scan: inputs={} events={} malformed={} truncated={} skipped={} findings={}{}{}",
             self.inputs,
             self.events,
             self.malformed,
             self.truncated,
             self.skipped,
             self.findings,
+            if self.duplicates > 0 {
+                format!(" duplicates={}", self.duplicates)
+            } else {
+                String::new()
+            },
             if self.unreadable > 0 {
                 format!(" unreadable={}", self.unreadable)
             } else {
@@ -68,14 +96,29 @@ impl Summary {
 ///
 /// # Errors
 /// Only when writing to `out` fails; problems with inputs are counted.
-pub fn scan(opts: &ScanOptions, out: &mut dyn Write, err: &mut dyn Write) -> io::Result<Summary> {
+pub fn scan(
+    opts: &ScanOptions,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<Summary, ScanError> {
+    let store = match &opts.db {
+        Some(path) => Some(Store::open(path)?),
+        None => None,
+    };
     let mut run = Run {
         detector: Detector::new(opts.rules.clone()),
-        printer: Printer::new(out, opts.format),
+        out: Output {
+            printer: Printer::new(out, opts.format),
+            summary: Summary::default(),
+            write_error: None,
+            store,
+            pending: Batch::default(),
+            coverage: HashMap::new(),
+            store_error: None,
+        },
         err,
-        summary: Summary::default(),
         source: String::new(),
-        write_error: None,
+        hours: HashMap::new(),
     };
     let ctx = Context::new(opts.limits);
     let stdin = [PathBuf::from("-")];
@@ -90,12 +133,11 @@ pub fn scan(opts: &ScanOptions, out: &mut dyn Write, err: &mut dyn Write) -> io:
         } else {
             run.path(path, &ctx);
         }
-        if let Some(e) = run.write_error.take() {
-            return Err(e);
-        }
+        run.out.commit();
+        run.out.fail()?;
     }
-    run.printer.flush()?;
-    Ok(run.summary)
+    run.out.printer.flush()?;
+    Ok(run.out.summary)
 }
 
 /// Whether a file met while walking a directory is read: `*.json`,
@@ -121,31 +163,136 @@ fn looks_like_log(path: &Path) -> bool {
         .any(|e| e.eq_ignore_ascii_case(ext))
 }
 
-/// Counts and prints one finding; keeps the first write error.
-fn emit(
-    printer: &mut Printer<&mut dyn Write>,
-    summary: &mut Summary,
-    write_error: &mut Option<io::Error>,
-    f: &Finding,
-) {
-    summary.findings += 1;
-    summary.max_severity = summary.max_severity.max(Some(f.severity));
-    if write_error.is_none() {
-        if let Err(e) = printer.finding(f) {
-            *write_error = Some(e);
+/// Where findings go: straight to the printer, or through the store first.
+struct Output<'o> {
+    printer: Printer<&'o mut dyn Write>,
+    summary: Summary,
+    /// The first failure to write a finding (a closed pipe, a full disk).
+    write_error: Option<io::Error>,
+    store: Option<Store>,
+    /// Findings, quarantine rows and coverage not yet committed.
+    pending: Batch,
+    /// (cluster, hour, source) → (events, malformed, truncated).
+    coverage: HashMap<(String, i64, String), (u64, u64, u64)>,
+    /// The first failure to commit; the scan stops on it.
+    store_error: Option<crate::store::Error>,
+}
+
+impl Output<'_> {
+    fn finding(&mut self, f: Finding) {
+        if self.store.is_some() {
+            self.pending.findings.push(f);
+            if self.pending.findings.len() >= BATCH_FINDINGS {
+                self.commit();
+            }
+        } else {
+            self.print(&f);
+        }
+    }
+
+    fn print(&mut self, f: &Finding) {
+        self.summary.findings += 1;
+        self.summary.max_severity = self.summary.max_severity.max(Some(f.severity));
+        if self.write_error.is_none() {
+            if let Err(e) = self.printer.finding(f) {
+                self.write_error = Some(e);
+            }
+        }
+    }
+
+    /// Commits the pending batch and prints the findings that were new.
+    fn commit(&mut self) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        if self.store_error.is_some() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.pending);
+        batch.coverage = self
+            .coverage
+            .drain()
+            .map(
+                |((cluster, hour, source), (events, malformed, truncated))| CoverageDelta {
+                    cluster,
+                    hour,
+                    source,
+                    events,
+                    malformed,
+                    truncated,
+                },
+            )
+            .collect();
+        if batch.findings.is_empty() && batch.quarantine.is_empty() && batch.coverage.is_empty() {
+            return;
+        }
+        match store.commit(&batch) {
+            Ok(results) => {
+                for (f, r) in batch.findings.iter().zip(results) {
+                    match r {
+                        Inserted::New { .. } => self.print(f),
+                        Inserted::Duplicate => self.summary.duplicates += 1,
+                    }
+                }
+            }
+            Err(e) => self.store_error = Some(e),
+        }
+    }
+
+    /// The error that stops the scan, if any.
+    fn fail(&mut self) -> Result<(), ScanError> {
+        if let Some(e) = self.store_error.take() {
+            return Err(e.into());
+        }
+        if let Some(e) = self.write_error.take() {
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, cluster: &str, hour: i64, source: &str, which: usize) {
+        if self.store.is_none() {
+            return;
+        }
+        let c = self
+            .coverage
+            .entry((cluster.to_owned(), hour, source.to_owned()))
+            .or_default();
+        match which {
+            0 => c.0 += 1,
+            1 => c.1 += 1,
+            _ => c.2 += 1,
         }
     }
 }
 
 struct Run<'o> {
     detector: Detector,
-    printer: Printer<&'o mut dyn Write>,
+    out: Output<'o>,
     err: &'o mut dyn Write,
-    summary: Summary,
     /// The input being read, for messages.
     source: String,
-    /// The first failure to write a finding (a closed pipe, a full disk).
-    write_error: Option<io::Error>,
+    /// `YYYY-MM-DDTHH` → the hour's Unix time (one parse per hour seen).
+    hours: HashMap<String, i64>,
+}
+
+impl Run<'_> {
+    /// The hour (Unix time of its start) an event belongs to.
+    fn hour_of(&mut self, time: Option<&str>) -> i64 {
+        let now_hour = || crate::timespec::now() / 3600 * 3600;
+        let Some(prefix) = time.and_then(|t| t.get(..13)) else {
+            return now_hour();
+        };
+        if let Some(h) = self.hours.get(prefix) {
+            return *h;
+        }
+        let h =
+            crate::timespec::rfc3339_to_unix(&format!("{prefix}:00:00Z")).unwrap_or_else(now_hour);
+        if self.hours.len() < 100_000 {
+            self.hours.insert(prefix.to_owned(), h);
+        }
+        h
+    }
 }
 
 impl Run<'_> {
@@ -168,7 +315,7 @@ impl Run<'_> {
                 if !is_link_dir && (entry.is_dir() || looks_like_log(&entry)) {
                     self.path(&entry, ctx);
                 }
-                if self.write_error.is_some() {
+                if self.out.write_error.is_some() || self.out.store_error.is_some() {
                     return;
                 }
             }
@@ -181,7 +328,7 @@ impl Run<'_> {
     }
 
     fn unreadable(&mut self, path: &Path, e: &io::Error) {
-        self.summary.unreadable += 1;
+        self.out.summary.unreadable += 1;
         let _ = writeln!(
             self.err,
             "kaudit: {}: cannot read: {e}",
@@ -190,12 +337,12 @@ impl Run<'_> {
     }
 
     fn input(&mut self, source: String, reader: impl io::Read, ctx: &Context<'_>) {
-        self.summary.inputs += 1;
+        self.out.summary.inputs += 1;
         self.source = source;
         let name = self.source.clone();
         let ctx = ctx.for_source(&name);
         if let Err(e) = decode::decode(reader, &ctx, self) {
-            self.summary.malformed += 1;
+            self.out.summary.malformed += 1;
             let (line, msg) = match &e {
                 decode::Error::Read { line, source } => {
                     (format!(":{line}"), format!("read error: {source}"))
@@ -214,35 +361,48 @@ impl Run<'_> {
 
 impl Sink for Run<'_> {
     fn event(&mut self, ev: &AuditEvent<'_>) {
-        self.summary.events += 1;
-        let Run {
-            detector,
-            printer,
-            summary,
-            write_error,
-            ..
-        } = self;
-        detector.check(ev, &mut |f: Finding| {
-            emit(printer, summary, write_error, &f)
-        });
+        self.out.summary.events += 1;
+        if self.out.store.is_some() {
+            let hour = self.hour_of(ev.request_received_timestamp.as_deref());
+            let cluster = ev.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
+            self.out.count(cluster, hour, &self.source, 0);
+        }
+        let Run { detector, out, .. } = self;
+        detector.check(ev, &mut |f| out.finding(f));
     }
 
     fn problem(&mut self, p: &Problem<'_>) {
         match p.kind {
-            ProblemKind::Malformed | ProblemKind::Oversized => self.summary.malformed += 1,
-            ProblemKind::Truncated => self.summary.truncated += 1,
+            ProblemKind::Malformed | ProblemKind::Oversized => self.out.summary.malformed += 1,
+            ProblemKind::Truncated => self.out.summary.truncated += 1,
+        }
+        if self.out.store.is_some() {
+            let hour = self.hour_of(None);
+            let which = if p.kind == ProblemKind::Truncated {
+                2
+            } else {
+                1
+            };
+            self.out.count(DEFAULT_CLUSTER, hour, &self.source, which);
+            self.out.pending.quarantine.push(QuarantineRow {
+                source: self.source.clone(),
+                position: format!("line {}", p.line),
+                kind: match p.kind {
+                    ProblemKind::Malformed => "malformed",
+                    ProblemKind::Oversized => "oversized",
+                    ProblemKind::Truncated => "truncated",
+                }
+                .into(),
+                error: p.error.to_string(),
+                audit_id: p.audit_id.map(str::to_owned),
+                raw: p.sample.to_vec(),
+            });
         }
         // Oversized and truncated events are findings too (evasion, a
         // broken pipeline), not just lines on stderr.
         if let Some(f) = pipeline::from_problem(p, &self.source, DEFAULT_CLUSTER) {
-            let Run {
-                detector,
-                printer,
-                summary,
-                write_error,
-                ..
-            } = self;
-            detector.report(f, &mut |f| emit(printer, summary, write_error, &f));
+            let Run { detector, out, .. } = self;
+            detector.report(f, &mut |f| out.finding(f));
         }
         let id = p
             .audit_id
@@ -259,7 +419,7 @@ impl Sink for Run<'_> {
     }
 
     fn skipped(&mut self, _line: u64, _what: &'static str) {
-        self.summary.skipped += 1;
+        self.out.summary.skipped += 1;
     }
 }
 

@@ -1,0 +1,318 @@
+//! The evidence commands at the CLI edge: `kaudit findings`, `export`,
+//! `verify`, `keygen` and `checkpoint`. Each turns its arguments into calls
+//! on the store (`crate::store`) and the bundle writer (`crate::export`),
+//! and prints what a person needs to read. Errors are `anyhow` here, with
+//! context that names the file involved.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+
+use crate::export::{self, ExportRequest, ExportRow};
+use crate::finding::Severity;
+use crate::output::{Format, terminal_safe};
+use crate::store::{self, Filter, Store, keys};
+use crate::timespec;
+
+/// The filters shared by `findings` and `export`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Findings at or after this time: RFC 3339, a date, or a duration back
+    /// from now (24h, 7d).
+    #[arg(long, value_name = "T")]
+    pub since: Option<String>,
+    /// Findings before this time (same forms as --since).
+    #[arg(long, value_name = "T")]
+    pub until: Option<String>,
+    /// Only this rule (repeatable).
+    #[arg(long, value_name = "ID")]
+    pub rule: Vec<String>,
+    /// At least this severity.
+    #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]
+    pub severity: Option<Severity>,
+    /// Only this category (repeatable).
+    #[arg(long, value_name = "C")]
+    pub category: Vec<String>,
+    /// Only this cluster (repeatable).
+    #[arg(long, value_name = "C")]
+    pub cluster: Vec<String>,
+    /// Only this user (repeatable).
+    #[arg(long, value_name = "U")]
+    pub user: Vec<String>,
+    /// Only this namespace (repeatable).
+    #[arg(long, value_name = "N")]
+    pub namespace: Vec<String>,
+}
+
+fn parse_severity(s: &str) -> Result<Severity, String> {
+    s.parse()
+}
+
+impl FilterArgs {
+    /// The store filter; times are resolved against now.
+    pub fn to_filter(&self) -> anyhow::Result<Filter> {
+        let now = timespec::now();
+        let time = |t: &Option<String>, flag: &str| -> anyhow::Result<Option<i64>> {
+            t.as_deref()
+                .map(|t| timespec::parse(t, now).map_err(|e| anyhow::anyhow!("{flag}: {e}")))
+                .transpose()
+        };
+        Ok(Filter {
+            since: time(&self.since, "--since")?,
+            until: time(&self.until, "--until")?,
+            rule: self.rule.clone(),
+            min_severity: self.severity,
+            category: self.category.clone(),
+            cluster: self
+                .cluster
+                .iter()
+                .map(|c| c.to_ascii_lowercase())
+                .collect(),
+            user: self.user.clone(),
+            namespace: self.namespace.clone(),
+        })
+    }
+
+    /// The filters as given, for an export's manifest.
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "since": self.since, "until": self.until, "rule": self.rule,
+            "severity": self.severity, "category": self.category, "cluster": self.cluster,
+            "user": self.user, "namespace": self.namespace,
+        })
+    }
+}
+
+fn open(db: &Path) -> anyhow::Result<Store> {
+    if !db.exists() {
+        bail!(
+            "{}: no such findings database (kaudit scan --db FILE creates one)",
+            db.display()
+        );
+    }
+    Store::open(db).with_context(|| format!("cannot open {}", db.display()))
+}
+
+/// `kaudit findings`: prints the stored findings that match.
+pub fn findings(
+    db: &Path,
+    filters: &FilterArgs,
+    format: Format,
+    limit: Option<usize>,
+) -> anyhow::Result<()> {
+    let store = open(db)?;
+    let rows = store.query(&filters.to_filter()?, limit)?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if format == Format::Text && !rows.is_empty() {
+        writeln!(
+            out,
+            "{:<27} {:<8} {:<30} {:<14} SUMMARY",
+            "TIME", "SEVERITY", "RULE", "CLUSTER"
+        )?;
+    }
+    for row in &rows {
+        match format {
+            Format::Jsonl => {
+                out.write_all(crate::output::json_terminal_safe(&row.canonical).as_bytes())?;
+                out.write_all(b"\n")?;
+            }
+            Format::Text => {
+                let f = &row.finding;
+                let s = |k: &str| f.get(k).and_then(|v| v.as_str()).unwrap_or("-");
+                writeln!(
+                    out,
+                    "{:<27} {:<8} {:<30} {:<14} {}",
+                    terminal_safe(s("time")),
+                    terminal_safe(s("severity")),
+                    terminal_safe(s("rule_id")),
+                    terminal_safe(s("cluster")),
+                    terminal_safe(s("summary"))
+                )?;
+            }
+        }
+    }
+    out.flush()?;
+    eprintln!("kaudit findings: {} matched", rows.len());
+    Ok(())
+}
+
+/// `kaudit export`: writes a bundle (and, with `tar`, its .tar.gz).
+pub fn export(
+    db: &Path,
+    out_dir: &Path,
+    filters: &FilterArgs,
+    formats: &[export::Format],
+    sign_key: Option<&Path>,
+    tar: bool,
+) -> anyhow::Result<()> {
+    let store = open(db)?;
+    let filter = filters.to_filter()?;
+    let signing_key = sign_key
+        .map(|p| {
+            keys::read_signing_key(p)
+                .with_context(|| format!("cannot use the signing key {}", p.display()))
+        })
+        .transpose()?;
+    let rows: Vec<ExportRow> = store
+        .query(&filter, None)?
+        .into_iter()
+        .map(|r| ExportRow {
+            seq: r.seq,
+            hash: r.hash,
+            prev_hash: r.prev_hash,
+            finding: r.finding,
+        })
+        .collect();
+    let chain: Vec<export::ChainRow> = store
+        .chain_rows(filter.since, filter.until)?
+        .into_iter()
+        .map(|c| export::ChainRow {
+            seq: c.seq,
+            hash: c.hash,
+            prev_hash: c.prev_hash,
+            cluster: c.cluster,
+            rule_id: c.rule_id,
+            time_unix: c.time_unix,
+        })
+        .collect();
+    let report = store.verify_chain()?;
+    if let Some(p) = &report.problem {
+        bail!(
+            "the findings database fails verification, so no evidence is exported from it: {}",
+            p.message
+        );
+    }
+    let coverage: Vec<serde_json::Value> = store
+        .coverage(filter.since, filter.until)?
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({"cluster": c.cluster, "hour": timespec::unix_to_rfc3339(c.hour),
+                "source": c.source, "events": c.events, "malformed": c.malformed, "truncated": c.truncated})
+        })
+        .collect();
+    let mut formats = formats.to_vec();
+    if formats.is_empty() {
+        formats = vec![
+            export::Format::Jsonl,
+            export::Format::Csv,
+            export::Format::Ocsf,
+        ];
+    }
+    let req = ExportRequest {
+        out_dir: out_dir.to_path_buf(),
+        formats,
+        filters: filters.to_json(),
+        since: filter.since,
+        until: filter.until,
+        chain_head: report.head.clone(),
+        coverage: serde_json::Value::Array(coverage),
+        signing_key,
+        kaudit_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    export::export(&rows, &chain, &req)
+        .with_context(|| format!("cannot export to {}", out_dir.display()))?;
+    println!(
+        "kaudit export: {} findings, {} chain rows in range, written to {}{}",
+        rows.len(),
+        chain.len(),
+        out_dir.display(),
+        if req.signing_key.is_some() {
+            " (signed)"
+        } else {
+            " (unsigned)"
+        }
+    );
+    if tar {
+        let archive = PathBuf::from(format!("{}.tar.gz", out_dir.display()));
+        export::pack(out_dir, &archive)?;
+        println!("kaudit export: packed into {}", archive.display());
+    }
+    Ok(())
+}
+
+/// `kaudit verify --db` or `kaudit verify BUNDLE`; true when it holds.
+pub fn verify(
+    db: Option<&Path>,
+    bundle: Option<&Path>,
+    public_key: Option<&Path>,
+    checkpoints: Option<&Path>,
+) -> anyhow::Result<bool> {
+    let key = public_key
+        .map(|p| {
+            keys::read_verifying_key(p)
+                .with_context(|| format!("cannot use the public key {}", p.display()))
+        })
+        .transpose()?;
+    match (db, bundle) {
+        (Some(db), None) => {
+            let store = open(db)?;
+            let report = match (checkpoints, &key) {
+                (Some(path), Some(key)) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let cps = text
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(store::ChainCheckpoint::from_json)
+                        .collect::<Result<Vec<_>, _>>()
+                        .with_context(|| {
+                            format!("{}: not a file of kaudit chain checkpoints", path.display())
+                        })?;
+                    store.verify_chain_against(&cps, key)?
+                }
+                (Some(_), None) => {
+                    bail!("--checkpoints needs --public-key to check their signatures")
+                }
+                _ => store.verify_chain()?,
+            };
+            println!("{report}");
+            Ok(report.is_ok())
+        }
+        (None, Some(bundle)) => {
+            let report = export::verify_bundle(bundle, key.as_ref())?;
+            println!("{report}");
+            // With a key, the bundle must carry a signature that it checks.
+            let signed = key.is_none() || report.signature == export::SignatureStatus::Valid;
+            Ok(report.is_valid() && signed)
+        }
+        _ => bail!("give either --db FILE or a bundle directory / .tar.gz"),
+    }
+}
+
+/// `kaudit keygen --out FILE`.
+pub fn keygen(out: &Path) -> anyhow::Result<()> {
+    let key = keys::generate();
+    keys::write_pem(&key, out).with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "kaudit keygen: private key {} (PKCS#8, mode 0600), public key {} (SPKI)",
+        out.display(),
+        keys::public_key_path(out).display()
+    );
+    Ok(())
+}
+
+/// `kaudit checkpoint`: signs the chain head and appends it to a file kept
+/// outside kaudit's reach.
+pub fn checkpoint(db: &Path, sign_key: &Path, append: Option<&Path>) -> anyhow::Result<()> {
+    let mut store = open(db)?;
+    let key = keys::read_signing_key(sign_key)
+        .with_context(|| format!("cannot use the signing key {}", sign_key.display()))?;
+    let Some(cp) = store.sign_head(&key)? else {
+        println!("kaudit checkpoint: the chain is empty; nothing to sign");
+        return Ok(());
+    };
+    let line = cp.to_json();
+    if let Some(path) = append {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot append to {}", path.display()))?;
+        writeln!(f, "{line}").with_context(|| format!("cannot append to {}", path.display()))?;
+        f.sync_all()
+            .with_context(|| format!("cannot sync {}", path.display()))?;
+    }
+    println!("{line}");
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! Command implementations at the CLI edge that are more than a call into
+//! one module: argument groups shared by several commands, and the
+//! evidence commands (findings, export, verify, keygen, checkpoint).
+
+pub mod evidence;

@@ -1,0 +1,450 @@
+//! The write path: a [`Batch`] committed in one transaction.
+//!
+//! A batch is what one source batch produced: its findings, the inputs that
+//! were quarantined, the coverage counts and the source checkpoint that
+//! acknowledges it (DESIGN.md principle 1). [`Store::commit`] writes all of
+//! it or nothing, links each new finding into the hash chain (`chain`), and
+//! reports for each finding whether it was new or a duplicate of one stored
+//! before (principle 2). Sending alerts and acking sources is the caller's.
+
+use rusqlite::{TransactionBehavior, params};
+
+use super::chain::{self, Head};
+use super::error::sql;
+use super::{Error, Store, now_unix};
+use crate::finding::{Finding, finding_id};
+
+/// At most this many bytes of a quarantined input are kept.
+pub const QUARANTINE_RAW_CAP: usize = 64 * 1024;
+
+/// Everything one source batch produced, committed together.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub findings: Vec<Finding>,
+    pub quarantine: Vec<QuarantineRow>,
+    pub coverage: Vec<CoverageDelta>,
+    pub checkpoints: Vec<SourceCheckpoint>,
+}
+
+/// An input that could not be decoded, kept with its raw bytes.
+#[derive(Debug, Clone, Default)]
+pub struct QuarantineRow {
+    /// The source's name in the config.
+    pub source: String,
+    /// Where in the source: `FILE:OFFSET`, `TOPIC/PARTITION/OFFSET`, ...
+    pub position: String,
+    /// A short, stable label (`malformed`, `oversized`, `not-audit`, ...).
+    pub kind: String,
+    /// The plain-sentence reason.
+    pub error: String,
+    /// The audit id, when one could be read.
+    pub audit_id: Option<String>,
+    /// The input; only its first [`QUARANTINE_RAW_CAP`] bytes are stored,
+    /// with its full length.
+    pub raw: Vec<u8>,
+}
+
+/// Counts to add to a cluster's coverage for one hour and source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CoverageDelta {
+    pub cluster: String,
+    /// Unix time of the start of the hour (a multiple of 3600).
+    pub hour: i64,
+    pub source: String,
+    pub events: u64,
+    pub malformed: u64,
+    pub truncated: u64,
+}
+
+/// How far a source has been read; replaced on each commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceCheckpoint {
+    pub source: String,
+    /// Which part of the source: a Kafka partition, a file identity, ...
+    pub key: String,
+    /// Source-specific position text (an offset, `inode:offset`, ...).
+    pub position: String,
+}
+
+/// What happened to one finding of a batch; `commit` returns one per
+/// finding, in the batch's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored at chain position `seq` with chain hash `hash`: alert on it.
+    New { seq: u64, hash: String },
+    /// A finding with the same (cluster, audit_id, rule_id) was stored
+    /// before: nothing was written, do not alert again.
+    Duplicate,
+}
+
+/// A finding ready to write: its canonical JSON and derived columns.
+struct Prepared<'a> {
+    f: &'a Finding,
+    canonical: String,
+    time_unix: Option<i64>,
+}
+
+fn prepare(f: &Finding) -> Result<Prepared<'_>, Error> {
+    if f.id != finding_id(&f.cluster, &f.audit_id, &f.rule_id) {
+        return Err(Error::InvalidFinding {
+            id: f.id.clone(),
+            reason: "its id is not finding_id(cluster, audit_id, rule_id): build findings with Finding::from_event or set id with finding_id",
+        });
+    }
+    let canonical = chain::canonical_json(f).map_err(|source| Error::Canonical {
+        id: f.id.clone(),
+        source,
+    })?;
+    Ok(Prepared {
+        f,
+        canonical,
+        time_unix: f.time.as_deref().and_then(chain::parse_time),
+    })
+}
+
+impl Store {
+    /// Commits `batch` in one transaction: its new findings (linked into the
+    /// hash chain), its quarantine rows, its coverage counts (added to what
+    /// is there) and its source checkpoints (replacing what is there).
+    ///
+    /// Returns one [`Inserted`] per finding, in order. On error nothing of
+    /// the batch is stored, and the source must not ack it.
+    ///
+    /// # Errors
+    /// When a finding cannot be serialised or its id is inconsistent, or
+    /// when SQLite fails (disk full, lock held longer than the busy timeout).
+    pub fn commit(&mut self, batch: &Batch) -> Result<Vec<Inserted>, Error> {
+        // Pure work first, outside the write lock.
+        let prepared = batch
+            .findings
+            .iter()
+            .map(prepare)
+            .collect::<Result<Vec<_>, _>>()?;
+        let now = now_unix();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql("start a write transaction"))?;
+        let mut head = chain::head(&tx)?;
+        let mut out = Vec::with_capacity(prepared.len());
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO findings (seq, id, cluster, audit_id, rule_id, severity, category,
+                         time, time_unix, user, namespace, finding, prev_hash, hash, inserted_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                     ON CONFLICT (cluster, audit_id, rule_id) DO NOTHING",
+                )
+                .map_err(sql("prepare the finding insert"))?;
+            for p in &prepared {
+                let f = p.f;
+                let seq = head.seq + 1;
+                let hash = chain::step(&head.hash, p.canonical.as_bytes());
+                let prev_hex = hex::encode(head.hash);
+                let hash_hex = hex::encode(hash);
+                let n = ins
+                    .execute(params![
+                        seq as i64,
+                        f.id,
+                        f.cluster,
+                        f.audit_id,
+                        f.rule_id,
+                        f.severity as i64,
+                        f.category,
+                        f.time,
+                        p.time_unix,
+                        f.user,
+                        f.namespace,
+                        p.canonical,
+                        prev_hex,
+                        hash_hex,
+                        now,
+                    ])
+                    .map_err(sql("insert a finding"))?;
+                if n == 1 {
+                    head = Head { seq, hash };
+                    out.push(Inserted::New {
+                        seq,
+                        hash: hash_hex,
+                    });
+                } else {
+                    out.push(Inserted::Duplicate);
+                }
+            }
+
+            let mut q = tx
+                .prepare_cached(
+                    "INSERT INTO quarantine (inserted_at, source, position, kind, error, audit_id, raw, raw_len)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(sql("prepare the quarantine insert"))?;
+            for r in &batch.quarantine {
+                let kept = &r.raw[..r.raw.len().min(QUARANTINE_RAW_CAP)];
+                q.execute(params![
+                    now,
+                    r.source,
+                    r.position,
+                    r.kind,
+                    r.error,
+                    r.audit_id,
+                    kept,
+                    r.raw.len() as i64
+                ])
+                .map_err(sql("insert a quarantine row"))?;
+            }
+
+            let mut c = tx
+                .prepare_cached(
+                    "INSERT INTO coverage (cluster, hour, source, events, malformed, truncated)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (cluster, hour, source) DO UPDATE SET
+                         events = events + excluded.events,
+                         malformed = malformed + excluded.malformed,
+                         truncated = truncated + excluded.truncated",
+                )
+                .map_err(sql("prepare the coverage update"))?;
+            for d in &batch.coverage {
+                c.execute(params![
+                    d.cluster,
+                    d.hour,
+                    d.source,
+                    d.events as i64,
+                    d.malformed as i64,
+                    d.truncated as i64
+                ])
+                .map_err(sql("update coverage"))?;
+            }
+
+            let mut k = tx
+                .prepare_cached(
+                    "INSERT INTO source_checkpoints (source, key, position, updated_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (source, key) DO UPDATE SET
+                         position = excluded.position, updated_at = excluded.updated_at",
+                )
+                .map_err(sql("prepare the source checkpoint update"))?;
+            for s in &batch.checkpoints {
+                k.execute(params![s.source, s.key, s.position, now])
+                    .map_err(sql("write a source checkpoint"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit a batch"))?;
+        let new = out
+            .iter()
+            .filter(|i| matches!(i, Inserted::New { .. }))
+            .count();
+        tracing::debug!(
+            count = new,
+            duplicates = out.len() - new,
+            quarantined = batch.quarantine.len(),
+            "batch committed"
+        );
+        Ok(out)
+    }
+
+    /// The position last committed for `source` and `key`, to resume from.
+    pub fn source_checkpoint(&self, source: &str, key: &str) -> Result<Option<String>, Error> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT position FROM source_checkpoints WHERE source = ?1 AND key = ?2",
+                params![source, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("read a source checkpoint"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    fn count(store: &Store, table: &str) -> i64 {
+        store
+            .conn()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn insert_then_duplicate_adds_nothing() {
+        let (_dir, mut store) = temp_store();
+        let batch = Batch {
+            findings: vec![
+                finding("c1", "a1", "pod-exec"),
+                finding("c1", "a2", "pod-exec"),
+            ],
+            ..Batch::default()
+        };
+        let first = store.commit(&batch).unwrap();
+        assert!(matches!(first[0], Inserted::New { seq: 1, .. }));
+        assert!(matches!(first[1], Inserted::New { seq: 2, .. }));
+        // The same findings again, plus one new one, plus a repeat within the batch.
+        let mut again = batch.clone();
+        again.findings.push(finding("c1", "a3", "pod-exec"));
+        again.findings.push(finding("c1", "a3", "pod-exec"));
+        let second = store.commit(&again).unwrap();
+        assert_eq!(second[0], Inserted::Duplicate);
+        assert_eq!(second[1], Inserted::Duplicate);
+        assert!(matches!(second[2], Inserted::New { seq: 3, .. }));
+        assert_eq!(second[3], Inserted::Duplicate);
+        assert_eq!(count(&store, "findings"), 3);
+        let report = store.verify_chain().unwrap();
+        assert!(report.is_ok(), "{report}");
+    }
+
+    #[test]
+    fn the_same_audit_id_under_another_rule_or_cluster_is_new() {
+        let (_dir, mut store) = temp_store();
+        let batch = Batch {
+            findings: vec![
+                finding("c1", "a1", "pod-exec"),
+                finding("c1", "a1", "pod-attach"),
+                finding("c2", "a1", "pod-exec"),
+            ],
+            ..Batch::default()
+        };
+        let out = store.commit(&batch).unwrap();
+        assert!(out.iter().all(|i| matches!(i, Inserted::New { .. })));
+    }
+
+    #[test]
+    fn quarantine_coverage_and_checkpoints_are_written() {
+        let (_dir, mut store) = temp_store();
+        let delta = CoverageDelta {
+            cluster: "c1".into(),
+            hour: 1_700_000_000 / 3600 * 3600,
+            source: "kafka".into(),
+            events: 10,
+            malformed: 1,
+            truncated: 2,
+        };
+        let batch = Batch {
+            quarantine: vec![QuarantineRow {
+                source: "file".into(),
+                position: "/var/log/audit.log:1234".into(),
+                kind: "oversized".into(),
+                error: "event is larger than 8 MiB".into(),
+                audit_id: Some("a9".into()),
+                raw: vec![b'x'; QUARANTINE_RAW_CAP + 10],
+            }],
+            coverage: vec![delta.clone()],
+            checkpoints: vec![SourceCheckpoint {
+                source: "kafka".into(),
+                key: "k8s-audit/0".into(),
+                position: "41".into(),
+            }],
+            ..Batch::default()
+        };
+        store.commit(&batch).unwrap();
+        let mut next = batch.clone();
+        next.quarantine.clear();
+        next.checkpoints[0].position = "99".into();
+        store.commit(&next).unwrap();
+
+        let (raw_len, kept): (i64, i64) = store
+            .conn()
+            .query_row("SELECT raw_len, length(raw) FROM quarantine", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(raw_len as usize, QUARANTINE_RAW_CAP + 10);
+        assert_eq!(kept as usize, QUARANTINE_RAW_CAP);
+        let cov = store.coverage(None, None).unwrap();
+        assert_eq!(cov.len(), 1);
+        assert_eq!(
+            (cov[0].events, cov[0].malformed, cov[0].truncated),
+            (20, 2, 4)
+        );
+        assert_eq!(
+            store
+                .source_checkpoint("kafka", "k8s-audit/0")
+                .unwrap()
+                .as_deref(),
+            Some("99")
+        );
+        assert_eq!(store.source_checkpoint("kafka", "other").unwrap(), None);
+    }
+
+    #[test]
+    fn a_failure_mid_batch_leaves_nothing() {
+        let (_dir, mut store) = temp_store();
+        store
+            .commit(&Batch {
+                findings: vec![finding("c1", "before", "pod-exec")],
+                ..Batch::default()
+            })
+            .unwrap();
+        // A database-side failure on the last write of the batch (the source
+        // checkpoint) and, separately, in the middle of the findings.
+        store
+            .conn()
+            .execute_batch(
+                "CREATE TRIGGER boom_ckpt BEFORE INSERT ON source_checkpoints WHEN NEW.key = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'forced failure'); END;
+                 CREATE TRIGGER boom_finding BEFORE INSERT ON findings WHEN NEW.audit_id = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'forced failure'); END;",
+            )
+            .unwrap();
+        let batch = Batch {
+            findings: vec![
+                finding("c1", "a1", "pod-exec"),
+                finding("c1", "a2", "pod-exec"),
+            ],
+            quarantine: vec![QuarantineRow {
+                source: "file".into(),
+                raw: b"{not json".to_vec(),
+                ..QuarantineRow::default()
+            }],
+            coverage: vec![CoverageDelta {
+                cluster: "c1".into(),
+                source: "file".into(),
+                events: 5,
+                ..CoverageDelta::default()
+            }],
+            checkpoints: vec![SourceCheckpoint {
+                source: "file".into(),
+                key: "boom".into(),
+                position: "10".into(),
+            }],
+        };
+        let err = store.commit(&batch).unwrap_err();
+        assert!(err.to_string().contains("forced failure"), "{err}");
+
+        let mut mid = batch.clone();
+        mid.checkpoints.clear();
+        mid.findings.insert(1, finding("c1", "boom", "pod-exec"));
+        assert!(store.commit(&mid).is_err());
+
+        assert_eq!(count(&store, "findings"), 1);
+        assert_eq!(count(&store, "quarantine"), 0);
+        assert_eq!(count(&store, "coverage"), 0);
+        assert_eq!(count(&store, "source_checkpoints"), 0);
+        // The chain is untouched and the next batch continues it.
+        let out = store
+            .commit(&Batch {
+                findings: vec![finding("c1", "a1", "pod-exec")],
+                ..Batch::default()
+            })
+            .unwrap();
+        assert!(matches!(out[0], Inserted::New { seq: 2, .. }));
+        assert!(store.verify_chain().unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_finding_whose_id_does_not_match_is_refused() {
+        let (_dir, mut store) = temp_store();
+        let mut f = finding("c1", "a1", "pod-exec");
+        f.id = "not-the-id".into();
+        let err = store
+            .commit(&Batch {
+                findings: vec![finding("c1", "a0", "pod-exec"), f],
+                ..Batch::default()
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("finding_id"), "{err}");
+        assert_eq!(count(&store, "findings"), 0);
+    }
+}

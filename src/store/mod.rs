@@ -1,0 +1,210 @@
+//! The findings store: SQLite (WAL), behind the narrow interface of
+//! [`Store`] (DESIGN.md, "The store is behind a narrow interface").
+//!
+//! What it owns:
+//! - one write path, [`Store::commit`]: a [`Batch`]'s findings, quarantine
+//!   rows, coverage counts and source checkpoints in ONE transaction
+//!   (DESIGN.md principle 1: a source acks only after this returns), with
+//!   duplicates recognised by (cluster, audit_id, rule_id) and reported as
+//!   [`Inserted::Duplicate`] (principle 2: one alert per finding);
+//! - the hash chain over the findings and its verification (`chain`), signed
+//!   chain checkpoints (`checkpoint`) and the Ed25519 keys that sign them
+//!   (`keys`);
+//! - reads: filtered queries, the chain rows and coverage an export needs
+//!   (`query`); retention (`retention`); the schema (`schema`).
+//!
+//! It leaves rendering, alert delivery and export formats to others.
+//! One task owns a `Store` (STYLE "For kaudit" 9); it is `Send`, not `Sync`.
+//!
+//! # The hash chain
+//!
+//! Rows are numbered `seq = 1, 2, 3, ...` in the order they were committed.
+//! For each row:
+//!
+//! ```text
+//! canonical = RFC 8785 (JCS) serialisation of the finding JSON, UTF-8
+//! hash      = lowercase_hex( SHA-256( unhex(prev_hash) || canonical ) )
+//! ```
+//!
+//! where `unhex(prev_hash)` is the 32 raw bytes of the previous row's hash,
+//! and the first row's `prev_hash` is 64 `0` characters (32 zero bytes), or,
+//! after retention pruned the oldest rows, the hash of the last pruned row
+//! (the anchor). An auditor recomputes it from an export with e.g.
+//! `hashlib.sha256(bytes.fromhex(prev_hash) + canonical.encode()).hexdigest()`.
+
+mod batch;
+mod canonical;
+pub mod chain;
+pub mod checkpoint;
+mod error;
+pub mod keys;
+mod query;
+mod retention;
+mod schema;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use batch::{
+    Batch, CoverageDelta, Inserted, QUARANTINE_RAW_CAP, QuarantineRow, SourceCheckpoint,
+};
+pub use chain::{ChainProblem, ChainReport, ProblemKind, ZERO_HASH, canonical_json, link_hash};
+pub use checkpoint::ChainCheckpoint;
+pub use error::Error;
+pub use query::{ChainRow, CoverageRow, Filter, StoredFinding};
+pub use retention::{Anchor, PruneReport};
+pub use schema::SCHEMA_VERSION;
+
+/// How long a write waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An open findings database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the findings database at `path` and brings
+    /// its schema up to date.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or is not a SQLite database, when
+    /// another process holds its lock longer than the busy timeout, when a
+    /// migration fails, or when the schema is newer than this kaudit.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, Error> {
+        let path = path.as_ref().to_owned();
+        let open_err = |source: rusqlite::Error| {
+            if error::is_busy(&source) {
+                Error::Locked {
+                    path: path.clone(),
+                    source,
+                }
+            } else {
+                Error::Open {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        };
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        // WAL: readers (queries, exports, `kaudit findings`) never block the
+        // writer, and a commit is one sequential append.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode = %mode, "findings database is not in WAL mode");
+        }
+        // synchronous=NORMAL: in WAL mode a commit is durable against a crash
+        // of kaudit itself (the WAL is written before commit returns) and the
+        // database can never be corrupted; only an OS crash or power loss can
+        // roll back the last few commits, which are then re-read from the
+        // source when its ack had not yet gone out. FULL would fsync on every
+        // commit and cost a large share of write throughput on the hot path.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        schema::migrate(&mut conn, &path)?;
+        tracing::debug!(path = %path.display(), "findings database open");
+        Ok(Store { conn, path })
+    }
+
+    /// Where this database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32, Error> {
+        schema::version(&self.conn).map_err(error::sql("read the schema version"))
+    }
+
+    /// The underlying connection, for tests that tamper with rows.
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// The current wall-clock time in unix seconds.
+pub(crate) fn now_unix() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn open_creates_schema_and_reopen_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kaudit.db");
+        let head = {
+            let mut store = Store::open(&path).unwrap();
+            assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+            let batch = Batch {
+                findings: (0..5)
+                    .map(|i| finding("c1", &format!("a{i}"), "pod-exec"))
+                    .collect(),
+                ..Batch::default()
+            };
+            store.commit(&batch).unwrap();
+            store.verify_chain().unwrap().head
+        };
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        let report = store.verify_chain().unwrap();
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.rows, 5);
+        assert_eq!(report.head, head);
+        assert_eq!(store.query(&Filter::default(), None).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kaudit.db");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, Error::TooNew { .. }), "{err}");
+        assert!(err.to_string().contains("run a newer kaudit"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kaudit.db");
+        std::fs::write(&path, b"this is not sqlite, just some text that is long enough ........................................................").unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot open the findings database"),
+            "{err}"
+        );
+    }
+}

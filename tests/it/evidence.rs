@@ -1,0 +1,318 @@
+//! The findings store and evidence bundles end to end: `scan --db`,
+//! `findings`, `keygen`, `export`, `verify`, `checkpoint`, through the real
+//! binary, with tampering done the way an insider would (sqlite, editing
+//! files).
+
+use super::*;
+
+fn k8s_fixtures() -> String {
+    path_str(&fixtures().join("envelopes/k8s"))
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn db_with_findings(dir: &Path) -> PathBuf {
+    let db = dir.join("f.db");
+    let out = kaudit(
+        &[
+            "scan",
+            "--format",
+            "jsonl",
+            "--db",
+            &path_str(&db),
+            &k8s_fixtures(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(summary(&out)["findings"] > 5);
+    db
+}
+
+#[test]
+fn scanning_twice_stores_and_prints_each_finding_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_with_findings(dir.path());
+    let again = kaudit(
+        &[
+            "scan",
+            "--format",
+            "jsonl",
+            "--db",
+            &path_str(&db),
+            &k8s_fixtures(),
+        ],
+        b"",
+    );
+    let s = summary(&again);
+    assert_eq!(s["findings"], 0, "{}", stderr(&again));
+    assert!(s["duplicates"] > 5);
+    assert!(findings(&again).is_empty());
+}
+
+#[test]
+fn findings_are_queried_with_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = path_str(&db_with_findings(dir.path()));
+    let all = kaudit(&["findings", "--db", &db, "--format", "jsonl"], b"");
+    let all = findings(&all);
+    let exec = findings(&kaudit(
+        &[
+            "findings", "--db", &db, "--format", "jsonl", "--rule", "pod-exec",
+        ],
+        b"",
+    ));
+    assert!(!exec.is_empty() && exec.len() < all.len());
+    assert!(exec.iter().all(|f| f["rule_id"] == "pod-exec"));
+    let high = findings(&kaudit(
+        &[
+            "findings",
+            "--db",
+            &db,
+            "--format",
+            "jsonl",
+            "--severity",
+            "high",
+        ],
+        b"",
+    ));
+    assert!(
+        high.iter()
+            .all(|f| ["high", "critical"].contains(&f["severity"].as_str().unwrap()))
+    );
+    let ns = findings(&kaudit(
+        &[
+            "findings",
+            "--db",
+            &db,
+            "--format",
+            "jsonl",
+            "--namespace",
+            "payments",
+        ],
+        b"",
+    ));
+    assert!(!ns.is_empty() && ns.iter().all(|f| f["namespace"] == "payments"));
+    // The fixtures are from 2024: nothing in the last day, everything since 2024.
+    let recent = findings(&kaudit(
+        &[
+            "findings", "--db", &db, "--format", "jsonl", "--since", "24h",
+        ],
+        b"",
+    ));
+    assert!(recent.is_empty());
+    let since = findings(&kaudit(
+        &[
+            "findings",
+            "--db",
+            &db,
+            "--format",
+            "jsonl",
+            "--since",
+            "2024-01-01",
+        ],
+        b"",
+    ));
+    assert_eq!(since.len(), all.len());
+    let bad = kaudit(&["findings", "--db", &db, "--since", "last tuesday"], b"");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("--since"), "{}", stderr(&bad));
+}
+
+#[test]
+fn a_signed_bundle_verifies_and_tampering_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = path_str(&db_with_findings(dir.path()));
+    let key = dir.path().join("k.pem");
+    assert_eq!(
+        kaudit(&["keygen", "--out", &path_str(&key)], b"")
+            .status
+            .code(),
+        Some(0)
+    );
+    let public = path_str(&dir.path().join("k.pem.pub"));
+    let bundle = dir.path().join("bundle");
+    let out = kaudit(
+        &[
+            "export",
+            "--db",
+            &db,
+            "--out",
+            &path_str(&bundle),
+            "--sign-key",
+            &path_str(&key),
+            "--tar",
+            "--rule",
+            "pod-exec",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for f in [
+        "manifest.json",
+        "manifest.sig",
+        "findings.jsonl",
+        "findings.csv",
+        "findings.ocsf.jsonl",
+        "chain.jsonl",
+        "README.md",
+    ] {
+        assert!(bundle.join(f).exists(), "{f}");
+    }
+    let ok = kaudit(
+        &["verify", &path_str(&bundle), "--public-key", &public],
+        b"",
+    );
+    assert_eq!(ok.status.code(), Some(0), "{}{}", stdout(&ok), stderr(&ok));
+    let tar = format!("{}.tar.gz", bundle.display());
+    assert_eq!(
+        kaudit(&["verify", &tar, "--public-key", &public], b"")
+            .status
+            .code(),
+        Some(0)
+    );
+
+    // openssl checks the same signature (an auditor need not trust kaudit).
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok()
+    {
+        use base64::Engine;
+        let sig = base64::engine::general_purpose::STANDARD
+            .decode(
+                std::fs::read_to_string(bundle.join("manifest.sig"))
+                    .unwrap()
+                    .trim(),
+            )
+            .unwrap();
+        let sig_bin = dir.path().join("sig.bin");
+        std::fs::write(&sig_bin, sig).unwrap();
+        let v = std::process::Command::new("openssl")
+            .args([
+                "pkeyutl",
+                "-verify",
+                "-pubin",
+                "-inkey",
+                &public,
+                "-rawin",
+                "-in",
+                &path_str(&bundle.join("manifest.json")),
+                "-sigfile",
+                &path_str(&sig_bin),
+            ])
+            .output()
+            .unwrap();
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    }
+
+    // Another key: the signature does not hold.
+    let other = dir.path().join("other.pem");
+    kaudit(&["keygen", "--out", &path_str(&other)], b"");
+    let wrong = kaudit(
+        &[
+            "verify",
+            &path_str(&bundle),
+            "--public-key",
+            &path_str(&dir.path().join("other.pem.pub")),
+        ],
+        b"",
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        stdout(&wrong).contains("manifest.sig"),
+        "{}",
+        stdout(&wrong)
+    );
+
+    // An edited file is named.
+    let csv = bundle.join("findings.csv");
+    let text = std::fs::read_to_string(&csv)
+        .unwrap()
+        .replace("pod-exec", "pod-exex");
+    std::fs::write(&csv, text).unwrap();
+    let edited = kaudit(
+        &["verify", &path_str(&bundle), "--public-key", &public],
+        b"",
+    );
+    assert_eq!(edited.status.code(), Some(1));
+    assert!(
+        stdout(&edited).contains("findings.csv"),
+        "{}",
+        stdout(&edited)
+    );
+}
+
+#[test]
+fn altered_deleted_and_truncated_rows_fail_verify_db() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_with_findings(dir.path());
+    let dbs = path_str(&db);
+    assert_eq!(
+        kaudit(&["verify", "--db", &dbs], b"").status.code(),
+        Some(0)
+    );
+
+    // A signed checkpoint of the head, kept outside the database.
+    let key = dir.path().join("k.pem");
+    kaudit(&["keygen", "--out", &path_str(&key)], b"");
+    let cps = dir.path().join("checkpoints.jsonl");
+    let cp = kaudit(
+        &[
+            "checkpoint",
+            "--db",
+            &dbs,
+            "--sign-key",
+            &path_str(&key),
+            "--append",
+            &path_str(&cps),
+        ],
+        b"",
+    );
+    assert_eq!(cp.status.code(), Some(0), "{}", stderr(&cp));
+    let public = path_str(&dir.path().join("k.pem.pub"));
+    let with_cps = [
+        "verify",
+        "--db",
+        dbs.as_str(),
+        "--checkpoints",
+        &path_str(&cps),
+        "--public-key",
+        &public,
+    ];
+    assert_eq!(kaudit(&with_cps, b"").status.code(), Some(0));
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let max: i64 = conn
+        .query_row("SELECT max(seq) FROM findings", [], |r| r.get(0))
+        .unwrap();
+
+    // Cutting off the tail is caught by the checkpoint stored in the
+    // database; an insider who also deletes the stored checkpoints leaves a
+    // chain that verifies on its own, but not against the checkpoint kept
+    // outside the database.
+    conn.execute("DELETE FROM findings WHERE seq = ?1", [max])
+        .unwrap();
+    assert_eq!(
+        kaudit(&["verify", "--db", &dbs], b"").status.code(),
+        Some(1)
+    );
+    conn.execute("DELETE FROM chain_checkpoints", []).unwrap();
+    assert_eq!(
+        kaudit(&["verify", "--db", &dbs], b"").status.code(),
+        Some(0)
+    );
+    let cut = kaudit(&with_cps, b"");
+    assert_eq!(cut.status.code(), Some(1), "{}", stdout(&cut));
+
+    // Editing a row names it.
+    let changed = conn
+        .execute(r#"UPDATE findings SET finding = replace(finding, '"summary":"', '"summary":"(edited) ') WHERE seq = 3"#, [])
+        .unwrap();
+    assert_eq!(changed, 1);
+    let edited = kaudit(&["verify", "--db", &dbs], b"");
+    assert_eq!(edited.status.code(), Some(1));
+    assert!(stdout(&edited).contains("row 3"), "{}", stdout(&edited));
+}
