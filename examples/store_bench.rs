@@ -230,12 +230,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         wall.as_secs_f64(),
         new as f64 / wall.as_secs_f64()
     );
-    println!(
-        "size: {:.1} MiB ({:.0} bytes per finding, database + WAL)",
-        size(&path) as f64 / (1 << 20) as f64,
-        size(&path) as f64 / new.max(1) as f64
-    );
-
     // The auditor's question: one rule, one week, one cluster.
     let filter = Filter {
         since: Some(START + 7 * DAY),
@@ -292,6 +286,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "re-committing the first batch: {dups}/{} duplicates in {:.1} ms",
         out.len(),
         t.elapsed().as_secs_f64() * 1e3
+    );
+    drop(store);
+    let bytes = size(&path);
+    println!(
+        "size: {:.1} MiB on disk after close ({:.0} bytes per finding, indexes included)",
+        bytes as f64 / (1 << 20) as f64,
+        bytes as f64 / new.max(1) as f64
     );
     Ok(())
 }

@@ -9,8 +9,14 @@
 //! - [`event`]: the normalised audit event, a borrowed view.
 //! - [`detect`]: events to [`finding::Finding`]s, once per request and rule.
 //! - [`finding`]: the finding format; [`redact`]: secrets out of evidence.
+//! - [`store`]: findings in SQLite with a tamper-evident hash chain, signed
+//!   checkpoints, quarantine, coverage, source checkpoints, retention.
+//! - [`export`]: signed evidence bundles (jsonl, csv, ocsf) and their
+//!   verification.
 //! - [`output`]: findings printed for people and tools.
 //! - [`scan`]: the offline scanner that wires these together.
+//! - [`cli`]: the evidence commands at the CLI edge; [`timespec`]: time
+//!   arguments.
 
 pub mod cli;
 pub mod decode;

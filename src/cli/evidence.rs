@@ -164,18 +164,7 @@ pub fn export(
             finding: r.finding,
         })
         .collect();
-    let chain: Vec<export::ChainRow> = store
-        .chain_rows(filter.since, filter.until)?
-        .into_iter()
-        .map(|c| export::ChainRow {
-            seq: c.seq,
-            hash: c.hash,
-            prev_hash: c.prev_hash,
-            cluster: c.cluster,
-            rule_id: c.rule_id,
-            time_unix: c.time_unix,
-        })
-        .collect();
+    let chain = store.chain_rows(filter.since, filter.until)?;
     let report = store.verify_chain()?;
     if let Some(p) = &report.problem {
         bail!(

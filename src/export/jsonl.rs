@@ -35,7 +35,10 @@ pub struct ChainEntry {
 
 /// The finding as RFC 8785 canonical JSON: one line of `findings.jsonl`.
 pub fn canonical_line(seq: u64, finding: &serde_json::Value) -> Result<String, Error> {
-    serde_jcs::to_string(finding).map_err(|source| Error::Canonical { seq, source })
+    // The store's RFC 8785 writer, not serde_jcs's: they order some keys
+    // (quotes, backslashes, characters above U+FFFF) differently, and the
+    // line must be byte for byte what the chain hashed.
+    crate::store::canonical_json(finding).map_err(|source| Error::Canonical { seq, source })
 }
 
 /// `hex(sha256(hex_decode(prev_hash) ‖ line))`; the error says why
@@ -160,6 +163,18 @@ pub fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: evidence keys are attacker-chosen; the exported line
+    /// must equal what the store hashed even for keys that sort
+    /// differently by UTF-8 bytes and by UTF-16 units.
+    #[test]
+    fn canonical_line_is_the_stores() {
+        let v = serde_json::json!({"evidence": {"\u{10000}": 1, "\u{ffff}": 2, "a\"b": 3, "a\\b": 4, "a\u{1}": 5}});
+        assert_eq!(
+            canonical_line(1, &v).unwrap(),
+            crate::store::canonical_json(&v).unwrap()
+        );
+    }
     use serde_json::json;
 
     #[test]

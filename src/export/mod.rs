@@ -74,17 +74,8 @@ pub struct ExportRow {
     pub finding: serde_json::Value,
 }
 
-/// One chain row in the export's time range, exported or not.
-#[derive(Debug, Clone)]
-pub struct ChainRow {
-    pub seq: u64,
-    pub hash: String,
-    pub prev_hash: String,
-    pub cluster: String,
-    pub rule_id: String,
-    /// The finding's event time, seconds since the Unix epoch.
-    pub time_unix: Option<i64>,
-}
+/// One chain row in the export's time range, exported or not: the store's.
+pub use crate::store::ChainRow;
 
 /// An output format. `findings.jsonl` is written whatever is asked: it is
 /// what the hash chain covers.

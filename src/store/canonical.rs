@@ -10,6 +10,10 @@
 //! whoever wrote the audit event. With this, an auditor's own JCS library
 //! reproduces the canonical text, and so the hash, from the finding JSON.
 //!
+//! One known difference from the RFC, shared with `serde_jcs`: an integer
+//! beyond ±2^53 is written with all its digits, not rounded to the nearest
+//! double. Audit events carry no such numbers in practice.
+//!
 //! Strings are written as serde_json writes them, which is what RFC 8785
 //! asks: only `"`, `\` and control characters are escaped, as `\b \t \n \f
 //! \r` or `\u00xx` with lowercase hex; nothing else (not `/`, not
@@ -21,40 +25,52 @@ use serde_json::Value;
 /// RFC 8785 canonical JSON of `value`.
 pub fn canonical_json<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Error> {
     let v = serde_json::to_value(value)?;
-    let mut out = String::with_capacity(512);
+    let mut out = Vec::with_capacity(2048);
     write(&v, &mut out)?;
-    Ok(out)
+    // Only whole UTF-8 strings and ASCII punctuation were written.
+    String::from_utf8(out).map_err(|e| serde::ser::Error::custom(e.to_string()))
 }
 
-fn write(v: &Value, out: &mut String) -> Result<(), serde_json::Error> {
+fn write(v: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&serde_jcs::to_string(n)?),
-        Value::String(s) => out.push_str(&serde_json::to_string(s)?),
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) if n.is_f64() => serde_jcs::to_writer(&mut *out, n)?,
+        // Integers print the same in every JSON serialiser.
+        Value::Number(n) => serde_json::to_writer(&mut *out, n)?,
+        Value::String(s) => serde_json::to_writer(&mut *out, s)?,
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write(item, out)?;
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push('{');
+            // serde_json's map is sorted by UTF-8 bytes, which is UTF-16
+            // order unless a key has a character above U+FFFF.
+            if entries
+                .iter()
+                .any(|(k, _)| k.chars().any(|c| c > '\u{ffff}'))
+            {
+                entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            } else {
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+            out.push(b'{');
             for (i, (k, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&serde_json::to_string(k)?);
-                out.push(':');
+                serde_json::to_writer(&mut *out, k)?;
+                out.push(b':');
                 write(item, out)?;
             }
-            out.push('}');
+            out.push(b'}');
         }
     }
     Ok(())
@@ -117,5 +133,15 @@ mod tests {
             canonical_json(&v).unwrap(),
             r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
         );
+    }
+
+    #[test]
+    fn serde_jcs_orders_hostile_keys_differently() {
+        // Audit-event keys (labels, annotations, user.extra) are attacker
+        // chosen. Whoever re-serialises a stored finding must use this
+        // module (or the stored canonical text), never serde_jcs directly.
+        let v = json!({"aZ": 1, "a\nb": 2});
+        assert_eq!(canonical_json(&v).unwrap(), r#"{"a\nb":2,"aZ":1}"#);
+        assert_eq!(serde_jcs::to_string(&v).unwrap(), r#"{"aZ":1,"a\nb":2}"#);
     }
 }
