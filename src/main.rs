@@ -65,6 +65,13 @@ enum Command {
         /// findings not stored before are printed.
         #[arg(long, value_name = "FILE")]
         db: Option<PathBuf>,
+        /// With --db: at the end, sign the chain head with this Ed25519 key
+        /// and append the checkpoint to --checkpoint-file.
+        #[arg(long, value_name = "FILE", requires_all = ["db", "checkpoint_file"])]
+        sign_key: Option<PathBuf>,
+        /// Where signed checkpoints are appended (keep it on another volume).
+        #[arg(long, value_name = "FILE", requires = "sign_key")]
+        checkpoint_file: Option<PathBuf>,
         /// Files, directories, or - for stdin.
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
@@ -123,6 +130,15 @@ enum Command {
     Keygen {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+    },
+    /// Delete findings older than a cutoff; the chain stays verifiable from
+    /// an anchor recording the last pruned row and its hash.
+    Prune {
+        #[arg(long, value_name = "FILE")]
+        db: PathBuf,
+        /// RFC 3339, a date, or a duration back from now (400d).
+        #[arg(long, value_name = "T")]
+        older_than: String,
     },
     /// Sign the chain head, store the checkpoint, and append it to a file
     /// kept outside kaudit's reach (another volume, a WORM bucket mount).
@@ -253,6 +269,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             evidence::keygen(&out)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Prune { db, older_than } => {
+            evidence::prune(&db, &older_than)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Checkpoint {
             db,
             sign_key,
@@ -267,6 +287,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             max_event_bytes,
             rules,
             db,
+            sign_key,
+            checkpoint_file,
             paths,
         } => {
             if max_event_bytes == 0 {
@@ -281,7 +303,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 format,
                 limits,
                 rules: rules.load()?,
-                db,
+                db: db.clone(),
             };
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());
@@ -295,6 +317,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Err(e) => return Err(e).context("the scan stopped"),
             };
             eprintln!("{}", summary.line());
+            if let (Some(db), Some(key), Some(file)) = (&db, &sign_key, &checkpoint_file) {
+                evidence::sign_and_append(db, key, file)?;
+            }
             if summary.unreadable > 0 {
                 return Ok(ExitCode::from(2));
             }

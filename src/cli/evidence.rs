@@ -172,14 +172,11 @@ pub fn export(
             p.message
         );
     }
-    let coverage: Vec<serde_json::Value> = store
-        .coverage(filter.since, filter.until)?
-        .into_iter()
-        .map(|c| {
-            serde_json::json!({"cluster": c.cluster, "hour": timespec::unix_to_rfc3339(c.hour),
-                "source": c.source, "events": c.events, "malformed": c.malformed, "truncated": c.truncated})
-        })
-        .collect();
+    let coverage = coverage_json(
+        &store.coverage(filter.since, filter.until)?,
+        filter.since,
+        filter.until,
+    );
     let mut formats = formats.to_vec();
     if formats.is_empty() {
         formats = vec![
@@ -195,7 +192,7 @@ pub fn export(
         since: filter.since,
         until: filter.until,
         chain_head: report.head.clone(),
-        coverage: serde_json::Value::Array(coverage),
+        coverage,
         signing_key,
         kaudit_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
@@ -218,6 +215,90 @@ pub fn export(
         println!("kaudit export: packed into {}", archive.display());
     }
     Ok(())
+}
+
+/// Coverage for a manifest: the hourly counts, and per cluster the hours of
+/// the range in which no event arrived at all (a silent stretch: monitoring
+/// was blind, or the cluster's audit logging was switched off).
+fn coverage_json(
+    rows: &[store::CoverageRow],
+    since: Option<i64>,
+    until: Option<i64>,
+) -> serde_json::Value {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut hours: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.events > 0) {
+        hours.entry(r.cluster.as_str()).or_default().insert(r.hour);
+    }
+    let mut clusters = serde_json::Map::new();
+    for (cluster, seen) in &hours {
+        let (Some(&first), Some(&last)) = (seen.first(), seen.last()) else {
+            continue;
+        };
+        // Within the export's range, from the first to the last hour seen
+        // (a cluster may start or stop being monitored inside the range).
+        let from = since.map_or(first, |s| (s / 3600 * 3600).max(first));
+        let to = until.map_or(last, |u| ((u - 1) / 3600 * 3600).min(last));
+        let mut silent = Vec::new();
+        let mut h = from;
+        while h <= to && silent.len() < 10_000 {
+            if !seen.contains(&h) {
+                silent.push(timespec::unix_to_rfc3339(h));
+            }
+            h += 3600;
+        }
+        clusters.insert(
+            (*cluster).to_owned(),
+            serde_json::json!({
+                "first_hour": timespec::unix_to_rfc3339(first),
+                "last_hour": timespec::unix_to_rfc3339(last),
+                "hours_with_events": seen.len(),
+                "silent_hours": silent,
+            }),
+        );
+    }
+    let hourly: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|c| {
+            serde_json::json!({"cluster": c.cluster, "hour": timespec::unix_to_rfc3339(c.hour),
+                "source": c.source, "events": c.events, "malformed": c.malformed, "truncated": c.truncated})
+        })
+        .collect();
+    serde_json::json!({"clusters": clusters, "hourly": hourly})
+}
+
+/// `kaudit prune`: deletes findings older than the cutoff, keeping the
+/// chain verifiable through its anchor.
+pub fn prune(db: &Path, older_than: &str) -> anyhow::Result<()> {
+    let mut store = open(db)?;
+    let cutoff = timespec::parse(older_than, timespec::now())
+        .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
+    let report = store.prune(cutoff)?;
+    println!(
+        "kaudit prune: {} findings older than {} removed{}{}",
+        report.pruned,
+        timespec::unix_to_rfc3339(cutoff),
+        report
+            .anchor
+            .as_ref()
+            .map(|a| format!("; the chain is anchored at row {} ({})", a.seq, a.hash))
+            .unwrap_or_default(),
+        if report.kept_older > 0 {
+            format!(
+                "; {} older findings kept (they follow a newer one in the chain)",
+                report.kept_older
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// Signs the chain head of `db` and appends the checkpoint to `file` (the
+/// end of `scan --db`, like the daemon's shutdown).
+pub fn sign_and_append(db: &Path, sign_key: &Path, file: &Path) -> anyhow::Result<()> {
+    checkpoint(db, sign_key, Some(file))
 }
 
 /// `kaudit verify --db` or `kaudit verify BUNDLE`; true when it holds.

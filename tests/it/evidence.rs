@@ -316,3 +316,88 @@ fn altered_deleted_and_truncated_rows_fail_verify_db() {
     assert_eq!(edited.status.code(), Some(1));
     assert!(stdout(&edited).contains("row 3"), "{}", stdout(&edited));
 }
+
+#[test]
+fn a_scan_signs_its_chain_head_and_prune_keeps_the_chain_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = path_str(&dir.path().join("f.db"));
+    let key = dir.path().join("k.pem");
+    kaudit(&["keygen", "--out", &path_str(&key)], b"");
+    let cps = path_str(&dir.path().join("elsewhere/checkpoints.jsonl"));
+    std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+    let out = kaudit(
+        &[
+            "scan",
+            "--db",
+            &db,
+            "--sign-key",
+            &path_str(&key),
+            "--checkpoint-file",
+            &cps,
+            &k8s_fixtures(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = std::fs::read_to_string(&cps).unwrap();
+    assert_eq!(lines.lines().count(), 1);
+    let public = path_str(&dir.path().join("k.pem.pub"));
+    let verify = [
+        "verify",
+        "--db",
+        db.as_str(),
+        "--checkpoints",
+        cps.as_str(),
+        "--public-key",
+        public.as_str(),
+    ];
+    assert_eq!(kaudit(&verify, b"").status.code(), Some(0));
+
+    // The fixtures are from 2024: pruning everything older than a year
+    // leaves an anchor, and the chain still verifies (its checkpoints were
+    // pruned with the rows they cover).
+    let pruned = kaudit(&["prune", "--db", &db, "--older-than", "365d"], b"");
+    assert_eq!(pruned.status.code(), Some(0), "{}", stderr(&pruned));
+    assert!(
+        stdout(&pruned).contains("anchored at row"),
+        "{}",
+        stdout(&pruned)
+    );
+    let v = kaudit(&["verify", "--db", &db], b"");
+    assert_eq!(v.status.code(), Some(0), "{}", stdout(&v));
+    assert!(
+        findings(&kaudit(
+            &["findings", "--db", &db, "--format", "jsonl"],
+            b""
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn the_manifest_shows_silent_hours() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two events three hours apart: the two hours between had none.
+    let ev = |id: &str, hour: u32| {
+        format!(
+            r#"{{"auditID":"{id}","stage":"ResponseStarted","requestReceivedTimestamp":"2026-06-01T{hour:02}:10:00.000000Z","verb":"create","requestURI":"/api/v1/namespaces/a/pods/p/exec?command=id","user":{{"username":"alice"}},"objectRef":{{"resource":"pods","subresource":"exec","namespace":"a","name":"p"}}}}"#
+        )
+    };
+    let log = dir.path().join("audit.log");
+    std::fs::write(&log, format!("{}\n{}\n", ev("a1", 1), ev("a2", 4))).unwrap();
+    let db = path_str(&dir.path().join("f.db"));
+    kaudit(&["scan", "--db", &db, &path_str(&log)], b"");
+    let bundle = dir.path().join("b");
+    let out = kaudit(&["export", "--db", &db, "--out", &path_str(&bundle)], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("manifest.json")).unwrap())
+            .unwrap();
+    let cluster = &manifest["coverage"]["clusters"]["default"];
+    assert_eq!(
+        cluster["silent_hours"],
+        serde_json::json!(["2026-06-01T02:00:00Z", "2026-06-01T03:00:00Z"]),
+        "{manifest}"
+    );
+    assert_eq!(cluster["hours_with_events"], 2);
+}
