@@ -128,14 +128,96 @@ impl Finding {
         summary: String,
         details: serde_json::Value,
     ) -> Finding {
-        let cluster = ev.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
-        let audit_id = ev.audit_id();
-        let evidence = match crate::redact::redact_event(ev.raw) {
-            Ok(v) => v,
+        let evidence = Evidence::of(ev);
+        evidence.finding(rule, ev, severity, summary, details)
+    }
+}
+
+/// An event's redacted evidence, and the event read back from it: every
+/// field of a finding is taken from the redacted view, so that a secret
+/// removed from the evidence (`--password X` in an exec command, a token in
+/// a query string) does not come back through `request_uri`, `summary` or
+/// `details` (DESIGN: secrets are redacted before anything is stored or
+/// sent).
+pub struct Evidence {
+    /// The redacted event.
+    pub value: serde_json::Value,
+    /// Its JSON text, when it reads back as an audit event (not for GKE,
+    /// whose evidence is a LogEntry).
+    text: Option<String>,
+}
+
+impl Evidence {
+    pub fn of(ev: &AuditEvent<'_>) -> Evidence {
+        match crate::redact::redact_event(ev.raw) {
+            Ok(value) => {
+                let text = serde_json::to_string(&value).ok();
+                Evidence { value, text }
+            }
             // The decoder parsed this text already; should it still fail,
             // keep no evidence rather than unredacted text.
-            Err(e) => serde_json::json!({ "unavailable": e.to_string() }),
-        };
+            Err(e) => Evidence {
+                value: serde_json::json!({ "unavailable": e.to_string() }),
+                text: None,
+            },
+        }
+    }
+
+    /// The redacted event as an `AuditEvent` (with `ev`'s cluster and
+    /// origin), or `None` when the evidence is not an audit event.
+    pub fn event<'t>(&'t self, ev: &AuditEvent<'_>) -> Option<AuditEvent<'t>> {
+        let text = self.text.as_deref()?;
+        let mut red = AuditEvent::parse(text).ok()?;
+        red.validate().ok()?;
+        red.cluster = ev
+            .cluster
+            .as_deref()
+            .map(|c| std::borrow::Cow::Owned(c.to_owned()));
+        red.origin = ev.origin;
+        Some(red)
+    }
+
+    /// Builds the finding; its fields come from the redacted view, and
+    /// `summary` and `details` are redacted once more as text.
+    pub fn finding(
+        self,
+        rule: &RuleMeta,
+        ev: &AuditEvent<'_>,
+        severity: Severity,
+        summary: String,
+        details: serde_json::Value,
+    ) -> Finding {
+        let mut rest = serde_json::json!({"summary": summary, "details": details});
+        crate::redact::redact_value(&mut rest);
+        let summary = rest["summary"].as_str().unwrap_or_default().to_owned();
+        let details = rest["details"].take();
+        let evidence = self.value.clone();
+        match self.event(ev) {
+            Some(red) => Finding::build(rule, &red, severity, summary, details, evidence),
+            None => {
+                let mut f = Finding::build(rule, ev, severity, summary, details, evidence);
+                let mut uri =
+                    serde_json::json!({"requestURI": f.request_uri, "userAgent": f.user_agent});
+                crate::redact::redact_value(&mut uri);
+                f.request_uri = uri["requestURI"].as_str().map(str::to_owned);
+                f.user_agent = uri["userAgent"].as_str().map(str::to_owned);
+                f
+            }
+        }
+    }
+}
+
+impl Finding {
+    fn build(
+        rule: &RuleMeta,
+        ev: &AuditEvent<'_>,
+        severity: Severity,
+        summary: String,
+        details: serde_json::Value,
+        evidence: serde_json::Value,
+    ) -> Finding {
+        let cluster = ev.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
+        let audit_id = ev.audit_id();
         let s = |c: &Option<std::borrow::Cow<'_, str>>| c.as_deref().map(str::to_owned);
         Finding {
             id: finding_id(cluster, audit_id, &rule.id),

@@ -161,6 +161,24 @@ pub fn redact_value(event: &mut serde_json::Value) -> usize {
     redact_tree(event, Role::Normal, PARSE_BUDGET)
 }
 
+/// Redacts secrets inside arbitrary bytes (a quarantined input that is not
+/// JSON): each valid UTF-8 stretch goes through the string scanners
+/// (bearer credentials, JWTs, `key=value` and `--flag value` credentials);
+/// invalid bytes are kept as they are, since they may be why the input was
+/// quarantined.
+pub fn redact_bytes(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    for chunk in raw.utf8_chunks() {
+        let mut v = serde_json::Value::String(chunk.valid().to_owned());
+        redact_value(&mut v);
+        if let serde_json::Value::String(text) = v {
+            out.extend_from_slice(text.as_bytes());
+        }
+        out.extend_from_slice(chunk.invalid());
+    }
+    out
+}
+
 /// The replacement for a secret whose bytes are `original`.
 fn marker(original: &[u8]) -> String {
     let digest = Sha256::digest(original);
@@ -1640,6 +1658,21 @@ fn prefixed_tokens(b: &[u8], spans: &mut Vec<(usize, usize)>) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn redact_bytes_keeps_invalid_bytes_and_removes_credentials() {
+        let raw = b"curl -H 'Authorization: Bearer s3cr3tvalue0123456789' \xff\xfe tail";
+        let out = redact_bytes(raw);
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("s3cr3tvalue0123456789"), "{text}");
+        assert!(text.contains("[redacted sha256:"), "{text}");
+        assert!(
+            out.windows(2).any(|w| w == b"\xff\xfe"),
+            "invalid bytes kept"
+        );
+        assert_eq!(redact_bytes(b"plain"), b"plain");
+    }
+
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;

@@ -115,6 +115,8 @@ pub fn scan(
             pending: Batch::default(),
             coverage: HashMap::new(),
             store_error: None,
+            stdout_closed: false,
+            pending_quarantine_bytes: 0,
         },
         err,
         source: String::new(),
@@ -176,6 +178,9 @@ struct Output<'o> {
     coverage: HashMap<(String, i64, String), (u64, u64, u64)>,
     /// The first failure to commit; the scan stops on it.
     store_error: Option<crate::store::Error>,
+    /// The reader of stdout went away; findings are still stored.
+    stdout_closed: bool,
+    pending_quarantine_bytes: usize,
 }
 
 impl Output<'_> {
@@ -193,10 +198,35 @@ impl Output<'_> {
     fn print(&mut self, f: &Finding) {
         self.summary.findings += 1;
         self.summary.max_severity = self.summary.max_severity.max(Some(f.severity));
-        if self.write_error.is_none() {
-            if let Err(e) = self.printer.finding(f) {
-                self.write_error = Some(e);
+        if self.write_error.is_none() && !self.stdout_closed {
+            match self.printer.finding(f) {
+                Ok(()) => {}
+                // `kaudit scan --db ... | head`: the reader has gone, but the
+                // store still gets every finding (a finding stored but never
+                // printed would otherwise be lost to a rerun: it is a
+                // duplicate by then).
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe && self.store.is_some() => {
+                    self.stdout_closed = true;
+                }
+                Err(e) => self.write_error = Some(e),
             }
+        }
+    }
+
+    /// Whether the scan must stop reading input.
+    fn stopped(&self) -> bool {
+        self.write_error.is_some() || self.store_error.is_some()
+    }
+
+    /// Commits early when quarantined bytes pile up (memory stays bounded
+    /// on inputs that are mostly malformed).
+    fn quarantined(&mut self, row: QuarantineRow) {
+        self.pending_quarantine_bytes += row.raw.len();
+        self.pending.quarantine.push(row);
+        if self.pending.quarantine.len() >= BATCH_FINDINGS
+            || self.pending_quarantine_bytes >= 8 << 20
+        {
+            self.commit();
         }
     }
 
@@ -209,6 +239,7 @@ impl Output<'_> {
             return;
         }
         let mut batch = std::mem::take(&mut self.pending);
+        self.pending_quarantine_bytes = 0;
         batch.coverage = self
             .coverage
             .drain()
@@ -315,7 +346,7 @@ impl Run<'_> {
                 if !is_link_dir && (entry.is_dir() || looks_like_log(&entry)) {
                     self.path(&entry, ctx);
                 }
-                if self.out.write_error.is_some() || self.out.store_error.is_some() {
+                if self.out.stopped() {
                     return;
                 }
             }
@@ -361,6 +392,9 @@ impl Run<'_> {
 
 impl Sink for Run<'_> {
     fn event(&mut self, ev: &AuditEvent<'_>) {
+        if self.out.stopped() {
+            return;
+        }
         self.out.summary.events += 1;
         if self.out.store.is_some() {
             let hour = self.hour_of(ev.request_received_timestamp.as_deref());
@@ -384,7 +418,9 @@ impl Sink for Run<'_> {
                 1
             };
             self.out.count(DEFAULT_CLUSTER, hour, &self.source, which);
-            self.out.pending.quarantine.push(QuarantineRow {
+            // Quarantine keeps the input's bytes, with the secrets the
+            // redactor recognises in plain text replaced.
+            self.out.quarantined(QuarantineRow {
                 source: self.source.clone(),
                 position: format!("line {}", p.line),
                 kind: match p.kind {
@@ -395,7 +431,7 @@ impl Sink for Run<'_> {
                 .into(),
                 error: p.error.to_string(),
                 audit_id: p.audit_id.map(str::to_owned),
-                raw: p.sample.to_vec(),
+                raw: crate::redact::redact_bytes(p.sample),
             });
         }
         // Oversized and truncated events are findings too (evasion, a

@@ -329,6 +329,31 @@ mod tests {
         assert_eq!(second.details["original_audit_id"], "fixed");
     }
 
+    /// Regression (review): a secret redacted from the evidence must not come
+    /// back through request_uri, summary or details.
+    #[test]
+    fn no_secret_leaves_through_the_finding_fields() {
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNpZ25hdHVyZQ";
+        let raw = exec(
+            "s1",
+            "2026-11-28T01:00:00.000000Z",
+            "prod",
+            &format!(
+                "mysql&command=--password&command=hunter2&command=-e&command=curl+-H+%22Authorization%3A+Bearer+{jwt}%22"
+            ),
+        );
+        let f = run(&[raw]);
+        let exec = f
+            .iter()
+            .find(|f| f.rule_id == "pod-exec")
+            .expect("the exec is found");
+        let text = serde_json::to_string(exec).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains(jwt), "{text}");
+        assert!(text.contains("[redacted sha256:"), "{text}");
+        assert_eq!(exec.details["command"][0], "mysql");
+    }
+
     /// Regression (review): padding a patch body past serde_json's depth
     /// limit must not silently blind the body rules.
     #[test]

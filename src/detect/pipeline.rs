@@ -122,7 +122,17 @@ pub fn from_problem(p: &Problem<'_>, source: &str, cluster: &str) -> Option<Find
     let audit_id = p
         .audit_id
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("pipeline:{cluster}:{}:{source}:{}", rule.id, p.line));
+        // No auditID could be read: name the event by its bytes, so that the
+        // same file scanned under another path (./audit.log, stdin, a
+        // rotated name) is still the same finding.
+        .unwrap_or_else(|| {
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(p.sample);
+            format!(
+                "pipeline:{cluster}:{}:{}",
+                rule.id,
+                hex::encode(&digest[..12])
+            )
+        });
     let summary = match p.audit_id {
         Some(id) => format!("{} (auditID {id}, {source} line {})", p.error, p.line),
         None => format!("{} ({source} line {})", p.error, p.line),

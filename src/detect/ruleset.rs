@@ -32,7 +32,7 @@ use super::condition::{Cond, CondDef, Names};
 use super::field::{Eval, Field, Val};
 use super::prefilter::{Candidates, Prefilter};
 use crate::event::{AuditEvent, Envelope};
-use crate::finding::{Finding, RuleMeta, Severity};
+use crate::finding::{Evidence, Finding, RuleMeta, Severity};
 
 /// One rule file's text and where it came from.
 #[derive(Debug, Clone)]
@@ -369,22 +369,13 @@ impl RuleSet {
 }
 
 impl Rule {
-    /// The finding this rule makes of an event, if it matches.
-    pub fn evaluate(&self, e: &Eval<'_, '_>) -> Option<Finding> {
-        if !e.ev.carries_outcome() || !self.when.eval(e) || self.unless.iter().any(|c| c.eval(e)) {
-            return None;
-        }
-        let severity = self
-            .escalate
-            .iter()
-            .filter(|(_, c)| c.eval(e))
-            .map(|(s, _)| *s)
-            .fold(self.meta.severity, Severity::max);
-        let summary = self.summary.render(e);
+    /// The summary and details of a finding, read from `view`.
+    fn render(&self, view: &Eval<'_, '_>) -> (String, serde_json::Value) {
+        let summary = self.summary.render(view);
         let mut details = serde_json::Map::new();
         for (name, field) in &self.details {
             let mut vals = Vec::new();
-            field.values(e, None, &mut vals);
+            field.values(view, None, &mut vals);
             let v = if field.is_list() {
                 serde_json::Value::Array(
                     vals.iter()
@@ -400,13 +391,29 @@ impl Rule {
             };
             details.insert(name.clone(), v);
         }
-        Some(Finding::from_event(
-            &self.meta,
-            e.ev,
-            severity,
-            summary,
-            details.into(),
-        ))
+        (summary, serde_json::Value::Object(details))
+    }
+
+    /// The finding this rule makes of an event, if it matches.
+    pub fn evaluate(&self, e: &Eval<'_, '_>) -> Option<Finding> {
+        if !e.ev.carries_outcome() || !self.when.eval(e) || self.unless.iter().any(|c| c.eval(e)) {
+            return None;
+        }
+        let severity = self
+            .escalate
+            .iter()
+            .filter(|(_, c)| c.eval(e))
+            .map(|(s, _)| *s)
+            .fold(self.meta.severity, Severity::max);
+        // What a finding says is read from the redacted event, so that no
+        // secret redacted from the evidence is repeated in the summary or
+        // details (the conditions above saw the real values).
+        let evidence = Evidence::of(e.ev);
+        let (summary, details) = match evidence.event(e.ev) {
+            Some(red) => self.render(&Eval::new(&red)),
+            None => self.render(e),
+        };
+        Some(evidence.finding(&self.meta, e.ev, severity, summary, details))
     }
 }
 
