@@ -139,6 +139,14 @@ enum Command {
         /// RFC 3339, a date, or a duration back from now (400d).
         #[arg(long, value_name = "T")]
         older_than: String,
+        /// The private key (PEM) that signs the prune record authorising
+        /// the new anchor.
+        #[arg(long, value_name = "FILE")]
+        sign_key: PathBuf,
+        /// The checkpoint file the signed prune record is appended to (the
+        /// one `verify --checkpoints` reads).
+        #[arg(long, value_name = "FILE")]
+        checkpoint_file: PathBuf,
     },
     /// Sign the chain head, store the checkpoint, and append it to a file
     /// kept outside kaudit's reach (another volume, a WORM bucket mount).
@@ -269,8 +277,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             evidence::keygen(&out)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Prune { db, older_than } => {
-            evidence::prune(&db, &older_than)?;
+        Command::Prune {
+            db,
+            older_than,
+            sign_key,
+            checkpoint_file,
+        } => {
+            evidence::prune(&db, &older_than, &sign_key, &checkpoint_file)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoint {

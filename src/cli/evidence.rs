@@ -154,29 +154,31 @@ pub fn export(
                 .with_context(|| format!("cannot use the signing key {}", p.display()))
         })
         .transpose()?;
-    let rows: Vec<ExportRow> = store
-        .query(&filter, None)?
-        .into_iter()
-        .map(|r| ExportRow {
-            seq: r.seq,
-            hash: r.hash,
-            prev_hash: r.prev_hash,
-            finding: r.finding,
-        })
-        .collect();
-    let chain = store.chain_rows(filter.since, filter.until)?;
-    let report = store.verify_chain()?;
+    // One snapshot: the rows, the chain, its verification and the coverage
+    // must describe the same database even while a scan commits.
+    let (rows, chain, report, coverage) = store.read_snapshot(|store| {
+        let rows: Vec<ExportRow> = store
+            .query(&filter, None)?
+            .into_iter()
+            .map(|r| ExportRow {
+                seq: r.seq,
+                hash: r.hash,
+                prev_hash: r.prev_hash,
+                finding: r.finding,
+            })
+            .collect();
+        let chain = store.chain_rows(filter.since, filter.until)?;
+        let report = store.verify_chain()?;
+        let coverage = store.coverage(filter.since, filter.until)?;
+        Ok::<_, store::Error>((rows, chain, report, coverage))
+    })?;
     if let Some(p) = &report.problem {
         bail!(
             "the findings database fails verification, so no evidence is exported from it: {}",
             p.message
         );
     }
-    let coverage = coverage_json(
-        &store.coverage(filter.since, filter.until)?,
-        filter.since,
-        filter.until,
-    );
+    let coverage = coverage_json(&coverage, filter.since, filter.until);
     let mut formats = formats.to_vec();
     if formats.is_empty() {
         formats = vec![
@@ -268,14 +270,42 @@ fn coverage_json(
 }
 
 /// `kaudit prune`: deletes findings older than the cutoff, keeping the
-/// chain verifiable through its anchor.
-pub fn prune(db: &Path, older_than: &str) -> anyhow::Result<()> {
+/// chain verifiable through its anchor. The new anchor is signed with
+/// `sign_key` as a prune record appended to `checkpoint_file` (before the
+/// prune commits); an existing anchor must already be authorised there.
+pub fn prune(
+    db: &Path,
+    older_than: &str,
+    sign_key: &Path,
+    checkpoint_file: &Path,
+) -> anyhow::Result<()> {
     let mut store = open(db)?;
     let cutoff = timespec::parse(older_than, timespec::now())
         .map_err(|e| anyhow::anyhow!("--older-than: {e}"))?;
-    let report = store.prune(cutoff)?;
+    let key = keys::read_signing_key(sign_key)
+        .with_context(|| format!("cannot use the signing key {}", sign_key.display()))?;
+    let mut before = store.verify_rows()?;
+    if before.anchor.is_some() {
+        let (_, prunes) = if checkpoint_file.exists() {
+            read_checkpoint_file(checkpoint_file)?
+        } else {
+            Default::default()
+        };
+        store::check_anchor(&mut before, &prunes, &key.verifying_key());
+        if let Some(p) = &before.problem {
+            bail!(
+                "the findings database's existing retention anchor is not authorised by {}, so it is not pruned further: {}",
+                checkpoint_file.display(),
+                p.message
+            );
+        }
+    }
+    let (report, record) = store.prune_signed(cutoff, &key, &mut |r| {
+        append_line(checkpoint_file, &r.to_json())
+            .map_err(|e| store::Error::Checkpoint(format!("{e:#}")))
+    })?;
     println!(
-        "kaudit prune: {} findings older than {} removed{}{}",
+        "kaudit prune: {} findings older than {} removed{}{}{}",
         report.pruned,
         timespec::unix_to_rfc3339(cutoff),
         report
@@ -290,9 +320,55 @@ pub fn prune(db: &Path, older_than: &str) -> anyhow::Result<()> {
             )
         } else {
             String::new()
+        },
+        if record.is_some() {
+            format!(
+                "; signed prune record appended to {}",
+                checkpoint_file.display()
+            )
+        } else {
+            String::new()
         }
     );
     Ok(())
+}
+
+/// Appends one line to `path` and syncs it.
+fn append_line(path: &Path, line: &str) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot append to {}", path.display()))?;
+    writeln!(f, "{line}").with_context(|| format!("cannot append to {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))
+}
+
+/// The chain checkpoints and prune records in a checkpoint file.
+fn read_checkpoint_file(
+    path: &Path,
+) -> anyhow::Result<(Vec<store::ChainCheckpoint>, Vec<store::PruneRecord>)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut cps = Vec::new();
+    let mut prunes = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match store::CheckpointLine::from_json(line).with_context(|| {
+            format!(
+                "{} line {}: not a kaudit chain checkpoint or prune record",
+                path.display(),
+                i + 1
+            )
+        })? {
+            store::CheckpointLine::Chain(c) => cps.push(c),
+            store::CheckpointLine::Prune(p) => prunes.push(p),
+        }
+    }
+    Ok((cps, prunes))
 }
 
 /// Signs the chain head of `db` and appends the checkpoint to `file` (the
@@ -317,26 +393,77 @@ pub fn verify(
     match (db, bundle) {
         (Some(db), None) => {
             let store = open(db)?;
+            let mut notes = Vec::new();
             let report = match (checkpoints, &key) {
                 (Some(path), Some(key)) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    let cps = text
-                        .lines()
-                        .filter(|l| !l.trim().is_empty())
-                        .map(store::ChainCheckpoint::from_json)
-                        .collect::<Result<Vec<_>, _>>()
-                        .with_context(|| {
-                            format!("{}: not a file of kaudit chain checkpoints", path.display())
-                        })?;
-                    store.verify_chain_against(&cps, key)?
+                    let (cps, prunes) = read_checkpoint_file(path)?;
+                    if cps.is_empty() {
+                        println!(
+                            "{} holds no chain checkpoints: there is nothing to check the database against",
+                            path.display()
+                        );
+                        return Ok(false);
+                    }
+                    let mut report = store.verify_chain_against(&cps, key)?;
+                    store::check_anchor(&mut report, &prunes, key);
+                    let newest = cps.iter().map(|c| c.seq).max().unwrap_or(0);
+                    let head = report.head.as_ref().map_or(0, |h| h.0);
+                    if report.is_ok() {
+                        notes.push(if head > newest {
+                            format!(
+                                "{} rows (rows {}–{head}) lie after the newest checkpoint (row {newest}): no signature covers them yet",
+                                head - newest,
+                                newest + 1
+                            )
+                        } else {
+                            format!("0 rows lie after the newest checkpoint (row {newest})")
+                        });
+                        if let Some(a) = &report.anchor {
+                            notes.push(format!(
+                                "the retention anchor (row {}) is authorised by a signed prune record",
+                                a.seq
+                            ));
+                        }
+                    }
+                    report
                 }
                 (Some(_), None) => {
                     bail!("--checkpoints needs --public-key to check their signatures")
                 }
-                _ => store.verify_chain()?,
+                (None, Some(key)) => {
+                    let report = store.verify_chain_against(&store.stored_checkpoints()?, key)?;
+                    if report.is_ok() && report.checkpoints_checked + report.checkpoints_pruned > 0
+                    {
+                        notes.push(
+                            "the checkpoints stored in the database were checked against the given public key"
+                                .to_owned(),
+                        );
+                    }
+                    report
+                }
+                (None, None) => {
+                    let report = store.verify_chain()?;
+                    if report.is_ok() && report.checkpoints_checked + report.checkpoints_pruned > 0
+                    {
+                        notes.push(
+                            "the checkpoints stored in the database were only self-checked (each against the public key it names): give --public-key to check them against a trusted key"
+                                .to_owned(),
+                        );
+                    }
+                    report
+                }
             };
+            let unverified_anchor = report.anchor.as_ref().filter(|_| report.is_ok());
+            if let (None, Some(a)) = (checkpoints, unverified_anchor) {
+                notes.push(format!(
+                    "the retention anchor (row {}) is not verified: give --checkpoints and --public-key to check it against a signed prune record",
+                    a.seq
+                ));
+            }
             println!("{report}");
+            for n in notes {
+                println!("{n}");
+            }
             Ok(report.is_ok())
         }
         (None, Some(bundle)) => {
@@ -374,14 +501,7 @@ pub fn checkpoint(db: &Path, sign_key: &Path, append: Option<&Path>) -> anyhow::
     };
     let line = cp.to_json();
     if let Some(path) = append {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot append to {}", path.display()))?;
-        writeln!(f, "{line}").with_context(|| format!("cannot append to {}", path.display()))?;
-        f.sync_all()
-            .with_context(|| format!("cannot sync {}", path.display()))?;
+        append_line(path, &line)?;
     }
     println!("{line}");
     Ok(())

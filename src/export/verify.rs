@@ -467,21 +467,45 @@ fn read_bundle(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, Error> {
     };
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let bad = |reason: String| Error::NotABundle {
+        path: path.to_path_buf(),
+        reason,
+    };
     let mut raw: Vec<(Vec<String>, Vec<u8>)> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     for entry in archive.entries().map_err(not_tar)? {
         let mut entry = entry.map_err(not_tar)?;
-        if !entry.header().entry_type().is_file() {
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let ty = entry.header().entry_type();
+        if !ty.is_file() && !ty.is_dir() {
+            return Err(bad(format!(
+                "its member {name:?} is not a regular file or a directory ({ty:?}), which a bundle never holds"
+            )));
+        }
+        // Every component must be a plain name: `..`, `.`, an absolute
+        // path or an empty component could make two members the same file.
+        let trimmed = if ty.is_dir() {
+            name.strip_suffix('/').unwrap_or(&name)
+        } else {
+            name.as_str()
+        };
+        let parts: Vec<String> = trimmed.split('/').map(str::to_owned).collect();
+        if let Some(p) = parts
+            .iter()
+            .find(|p| p.is_empty() || *p == "." || *p == "..")
+        {
+            return Err(bad(format!(
+                "its member {name:?} has the path component {p:?}, which is not a plain name: the archive was crafted"
+            )));
+        }
+        if !seen.insert(parts.join("/")) {
+            return Err(bad(format!(
+                "it holds the member {name:?} twice: the archive was crafted"
+            )));
+        }
+        if ty.is_dir() {
             continue;
         }
-        let parts: Vec<String> = entry
-            .path()
-            .map_err(not_tar)?
-            .components()
-            .filter_map(|c| match c {
-                std::path::Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-                _ => None,
-            })
-            .collect();
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).map_err(not_tar)?;
         raw.push((parts, bytes));
@@ -799,6 +823,100 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("not a directory or a readable .tar.gz"),
+            "{err}"
+        );
+    }
+
+    /// A .tar.gz with these raw member names (no path checks applied).
+    fn raw_tgz(path: &Path, members: &[(&str, tar::EntryType, Vec<u8>)]) {
+        let gz = flate2::write::GzEncoder::new(
+            fs::File::create(path).unwrap(),
+            flate2::Compression::default(),
+        );
+        let mut b = tar::Builder::new(gz);
+        for (name, ty, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_entry_type(*ty);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, data.as_slice()).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn a_crafted_archive_is_not_a_bundle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (out, _) = exported(tmp.path());
+        let mut genuine: Vec<(String, Vec<u8>)> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        genuine.sort();
+        let file = tar::EntryType::Regular;
+        let with = |extra: Vec<(String, tar::EntryType, Vec<u8>)>| {
+            let mut m: Vec<(String, tar::EntryType, Vec<u8>)> = genuine
+                .iter()
+                .filter(|(n, _)| n != FINDINGS_CSV)
+                .map(|(n, d)| (format!("bund/{n}"), file, d.clone()))
+                .collect();
+            m.extend(extra);
+            let tgz = tmp.path().join("crafted.tar.gz");
+            let members: Vec<(&str, tar::EntryType, Vec<u8>)> = m
+                .iter()
+                .map(|(n, t, d)| (n.as_str(), *t, d.clone()))
+                .collect();
+            raw_tgz(&tgz, &members);
+            verify_bundle(&tgz, Some(&key(7).verifying_key()))
+        };
+        let csv = fs::read(out.join(FINDINGS_CSV)).unwrap();
+        // The control: the same members, plainly named, verify.
+        let ok = with(vec![(format!("bund/{FINDINGS_CSV}"), file, csv.clone())]).unwrap();
+        assert!(ok.is_valid(), "{ok}");
+        // A forged findings.csv, then the genuine one under `bund/../`.
+        let err = with(vec![
+            (format!("bund/{FINDINGS_CSV}"), file, b"id\n".to_vec()),
+            (format!("bund/../{FINDINGS_CSV}"), file, csv.clone()),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(r#"has the path component "..", which is not a plain name"#),
+            "{err}"
+        );
+        for name in [
+            format!("bund/./{FINDINGS_CSV}"),
+            format!("/bund/{FINDINGS_CSV}"),
+            format!("bund//{FINDINGS_CSV}"),
+        ] {
+            let err = with(vec![(name.clone(), file, csv.clone())]).unwrap_err();
+            assert!(
+                err.to_string().contains("which is not a plain name"),
+                "{name}: {err}"
+            );
+        }
+        let err = with(vec![
+            (format!("bund/{FINDINGS_CSV}"), file, csv.clone()),
+            (format!("bund/{FINDINGS_CSV}"), file, csv.clone()),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
+        let err = with(vec![
+            (format!("bund/{FINDINGS_CSV}"), file, csv.clone()),
+            ("bund/link".to_owned(), tar::EntryType::Symlink, Vec::new()),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("is not a regular file or a directory"),
             "{err}"
         );
     }

@@ -166,6 +166,170 @@ impl ChainCheckpoint {
     }
 }
 
+/// The format tag of a signed prune record.
+pub const PRUNE_FORMAT: &str = "kaudit-prune-v1";
+
+/// A signed statement "retention pruned the chain up to row `seq`, whose
+/// hash was `hash`, at cutoff `cutoff`, at `time`": what authorises the
+/// retention anchor. Signed message (UTF-8, no trailing newline):
+///
+/// ```text
+/// kaudit-prune-v1\n{seq}\n{hash}\n{cutoff}\n{time}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneRecord {
+    /// The last pruned row (the anchor).
+    pub seq: u64,
+    /// Its hash, 64 lowercase hex characters.
+    pub hash: String,
+    /// The prune's cutoff, unix seconds.
+    pub cutoff: i64,
+    /// Signing time, unix seconds.
+    pub time: i64,
+    /// Ed25519 signature of [`PruneRecord::message`], 128 hex characters.
+    pub signature: String,
+    /// The signer's Ed25519 public key, 64 hex characters.
+    pub public_key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruneJson {
+    format: String,
+    seq: u64,
+    hash: String,
+    cutoff: i64,
+    time: i64,
+    #[serde(default)]
+    time_rfc3339: Option<String>,
+    signature: String,
+    public_key: String,
+}
+
+impl PruneRecord {
+    /// The exact bytes signed (see the type's doc).
+    pub fn message(seq: u64, hash: &str, cutoff: i64, time: i64) -> String {
+        format!("{PRUNE_FORMAT}\n{seq}\n{hash}\n{cutoff}\n{time}")
+    }
+
+    /// Signs a prune up to row `seq` with hash `hash`.
+    pub fn sign(key: &SigningKey, seq: u64, hash: &str, cutoff: i64, time: i64) -> PruneRecord {
+        let sig = key.sign(Self::message(seq, hash, cutoff, time).as_bytes());
+        PruneRecord {
+            seq,
+            hash: hash.to_owned(),
+            cutoff,
+            time,
+            signature: hex::encode(sig.to_bytes()),
+            public_key: hex::encode(key.verifying_key().to_bytes()),
+        }
+    }
+
+    /// True when `key` signed exactly this record.
+    pub fn is_signed_by(&self, key: &VerifyingKey) -> bool {
+        let mut sig = [0u8; 64];
+        self.public_key == hex::encode(key.to_bytes())
+            && hex::decode_to_slice(&self.signature, &mut sig).is_ok()
+            && key
+                .verify_strict(
+                    Self::message(self.seq, &self.hash, self.cutoff, self.time).as_bytes(),
+                    &Signature::from_bytes(&sig),
+                )
+                .is_ok()
+    }
+
+    /// One line of JSON.
+    pub fn to_json(&self) -> String {
+        let j = PruneJson {
+            format: PRUNE_FORMAT.to_owned(),
+            seq: self.seq,
+            hash: self.hash.clone(),
+            cutoff: self.cutoff,
+            time: self.time,
+            time_rfc3339: Some(rfc3339(self.time)),
+            signature: self.signature.clone(),
+            public_key: self.public_key.clone(),
+        };
+        serde_json::to_string(&j).unwrap_or_default()
+    }
+
+    /// Parses [`PruneRecord::to_json`]'s output (the signature is not
+    /// checked here).
+    pub fn from_json(text: &str) -> Result<PruneRecord, Error> {
+        let j: PruneJson = serde_json::from_str(text)
+            .map_err(|e| Error::Checkpoint(format!("not a kaudit prune record: {e}")))?;
+        if j.format != PRUNE_FORMAT {
+            return Err(Error::Checkpoint(format!(
+                "format {:?} is not {PRUNE_FORMAT:?}",
+                j.format
+            )));
+        }
+        Ok(PruneRecord {
+            seq: j.seq,
+            hash: j.hash,
+            cutoff: j.cutoff,
+            time: j.time,
+            signature: j.signature,
+            public_key: j.public_key,
+        })
+    }
+}
+
+/// One line of a checkpoint file: a chain checkpoint or a prune record,
+/// told apart by its `"format"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointLine {
+    Chain(ChainCheckpoint),
+    Prune(PruneRecord),
+}
+
+impl CheckpointLine {
+    /// Parses one line by its `"format"` field.
+    pub fn from_json(text: &str) -> Result<CheckpointLine, Error> {
+        #[derive(Deserialize)]
+        struct Tag {
+            format: String,
+        }
+        let tag: Tag = serde_json::from_str(text)
+            .map_err(|e| Error::Checkpoint(format!("not a kaudit checkpoint line: {e}")))?;
+        match tag.format.as_str() {
+            CHECKPOINT_FORMAT => ChainCheckpoint::from_json(text).map(CheckpointLine::Chain),
+            PRUNE_FORMAT => PruneRecord::from_json(text).map(CheckpointLine::Prune),
+            other => Err(Error::Checkpoint(format!(
+                "format {other:?} is neither {CHECKPOINT_FORMAT:?} nor {PRUNE_FORMAT:?}"
+            ))),
+        }
+    }
+}
+
+/// Checks that the retention anchor in `report`, if any, is authorised by a
+/// prune record in `prunes` signed by `key` with the anchor's seq and hash;
+/// records the problem in `report` when not.
+pub fn check_anchor(report: &mut ChainReport, prunes: &[PruneRecord], key: &VerifyingKey) {
+    if report.problem.is_some() {
+        return;
+    }
+    let Some(a) = &report.anchor else { return };
+    let authorised = prunes
+        .iter()
+        .any(|p| p.seq == a.seq && p.hash == a.hash && p.is_signed_by(key));
+    if !authorised {
+        let rows = if a.seq == 1 {
+            "row 1 is".to_owned()
+        } else {
+            format!("rows 1–{} are", a.seq)
+        };
+        report.problem = Some(ChainProblem {
+            kind: ProblemKind::Deleted,
+            seq: 1,
+            finding_id: None,
+            message: format!(
+                "{rows} gone and no signed prune record authorises it: history was cut"
+            ),
+        });
+    }
+}
+
 fn rfc3339(t: i64) -> String {
     OffsetDateTime::from_unix_timestamp(t)
         .ok()
@@ -626,5 +790,88 @@ mod tests {
         assert!(r.is_ok(), "{r}");
         assert_eq!((r.checkpoints_checked, r.checkpoints_pruned), (1, 1));
         assert!(store.sign_head(&key).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_retention_anchor_needs_a_signed_prune_record() {
+        let (_dir, mut store) = temp_store();
+        let key = keys::generate();
+        commit_n(&mut store, 0, 6);
+        let head = store.sign_head(&key).unwrap().unwrap();
+        // Forged: a prefix deleted and an anchor written by hand.
+        let hash: String = store
+            .conn()
+            .query_row("SELECT hash FROM findings WHERE seq = 2", [], |r| r.get(0))
+            .unwrap();
+        store
+            .conn()
+            .execute("DELETE FROM findings WHERE seq <= 2", [])
+            .unwrap();
+        store
+            .conn()
+            .execute(
+                "INSERT INTO chain_anchor (id, seq, hash, pruned_rows, cutoff, pruned_at) VALUES (1, 2, ?1, 2, 0, 0)",
+                [&hash],
+            )
+            .unwrap();
+        let mut r = store
+            .verify_chain_against(std::slice::from_ref(&head), &key.verifying_key())
+            .unwrap();
+        assert!(r.is_ok(), "{r}");
+        let other = PruneRecord::sign(&keys::generate(), 2, &hash, 0, 0);
+        let mut claimed = other.clone();
+        claimed.public_key = hex::encode(key.verifying_key().to_bytes());
+        check_anchor(&mut r, &[other, claimed], &key.verifying_key());
+        let p = r.problem.clone().unwrap();
+        assert_eq!((p.kind, p.seq), (ProblemKind::Deleted, 1));
+        assert_eq!(
+            p.message,
+            "rows 1–2 are gone and no signed prune record authorises it: history was cut"
+        );
+        // The record kaudit would have signed authorises it.
+        let good = PruneRecord::sign(&key, 2, &hash, 0, 0);
+        let back = CheckpointLine::from_json(&good.to_json()).unwrap();
+        assert_eq!(back, CheckpointLine::Prune(good.clone()));
+        assert!(matches!(
+            CheckpointLine::from_json(&head.to_json()).unwrap(),
+            CheckpointLine::Chain(_)
+        ));
+        let mut r = store.verify_rows().unwrap();
+        check_anchor(&mut r, &[good], &key.verifying_key());
+        assert!(r.is_ok(), "{r}");
+        assert_eq!(
+            PruneRecord::message(3, "ff", 5, 10),
+            "kaudit-prune-v1\n3\nff\n5\n10"
+        );
+    }
+
+    #[test]
+    fn prune_signed_signs_the_new_anchor_before_committing() {
+        let (_dir, mut store) = temp_store();
+        let key = keys::generate();
+        commit_n(&mut store, 0, 3);
+        // When the record cannot be kept, nothing is pruned.
+        let e = store
+            .prune_signed(i64::MAX, &key, &mut |_| {
+                Err(Error::Checkpoint("disk full".into()))
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+        assert_eq!(store.verify_rows().unwrap().rows, 3);
+        let mut kept = Vec::new();
+        let (report, record) = store
+            .prune_signed(i64::MAX, &key, &mut |r| {
+                kept.push(r.clone());
+                Ok(())
+            })
+            .unwrap();
+        let record = record.unwrap();
+        assert_eq!(kept, vec![record.clone()]);
+        let a = report.anchor.unwrap();
+        assert_eq!((record.seq, &record.hash), (a.seq, &a.hash));
+        assert!(record.is_signed_by(&key.verifying_key()));
+        let mut r = store.verify_rows().unwrap();
+        check_anchor(&mut r, &[record], &key.verifying_key());
+        assert!(r.is_ok(), "{r}");
     }
 }

@@ -53,7 +53,7 @@ pub use batch::{
     Batch, CoverageDelta, Inserted, QUARANTINE_RAW_CAP, QuarantineRow, SourceCheckpoint,
 };
 pub use chain::{ChainProblem, ChainReport, ProblemKind, ZERO_HASH, canonical_json, link_hash};
-pub use checkpoint::ChainCheckpoint;
+pub use checkpoint::{ChainCheckpoint, CheckpointLine, PruneRecord, check_anchor};
 pub use error::Error;
 pub use query::{ChainRow, CoverageRow, Filter, StoredFinding};
 pub use retention::{Anchor, PruneReport};
@@ -102,6 +102,13 @@ impl Store {
                 }
             }
         };
+        create_private(&path).map_err(|e| Error::Open {
+            path: path.clone(),
+            source: rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("cannot create the file with mode 0600: {e}")),
+            ),
+        })?;
         let mut conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -155,10 +162,58 @@ impl Store {
         schema::version(&self.conn).map_err(error::sql("read the schema version"))
     }
 
+    /// Runs `f` inside one read transaction (`BEGIN DEFERRED` … `COMMIT`),
+    /// so every read it makes sees the same snapshot of the database even
+    /// while another connection commits (WAL). Rolled back when `f` fails.
+    ///
+    /// # Errors
+    /// `f`'s error, or the SQLite error of starting or ending the
+    /// transaction.
+    pub fn read_snapshot<T, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(error::sql("start a read transaction"))?;
+        match f(self) {
+            Ok(v) => {
+                self.conn
+                    .execute_batch("COMMIT")
+                    .map_err(error::sql("end a read transaction"))?;
+                Ok(v)
+            }
+            Err(e) => {
+                if let Err(err) = self.conn.execute_batch("ROLLBACK") {
+                    tracing::warn!(error = %err, "cannot roll back a read transaction");
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// The underlying connection, for tests that tamper with rows.
     #[cfg(test)]
     pub(crate) fn conn(&self) -> &Connection {
         &self.conn
+    }
+}
+
+/// Creates `path` empty with mode 0600 when it does not exist, so that
+/// SQLite (which gives the -wal and -shm files the database file's mode)
+/// never makes the findings readable by other users.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -221,6 +276,65 @@ mod tests {
             err.to_string()
                 .contains("cannot open the findings database"),
             "{err}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_and_its_wal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kaudit.db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .commit(&Batch {
+                findings: vec![finding("c1", "a1", "pod-exec")],
+                ..Batch::default()
+            })
+            .unwrap();
+        for name in ["kaudit.db", "kaudit.db-wal", "kaudit.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
+    }
+
+    #[test]
+    fn reads_in_one_snapshot_do_not_see_a_concurrent_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kaudit.db");
+        let mut writer = Store::open(&path).unwrap();
+        let commit = |w: &mut Store, id: &str| {
+            w.commit(&Batch {
+                findings: vec![finding("c1", id, "pod-exec")],
+                ..Batch::default()
+            })
+            .unwrap();
+        };
+        commit(&mut writer, "a1");
+        let reader = Store::open(&path).unwrap();
+        let (before, after, report) = reader
+            .read_snapshot(|s| -> Result<_, Error> {
+                let before = s.query(&Filter::default(), None)?.len();
+                commit(&mut writer, "a2");
+                let after = s.query(&Filter::default(), None)?.len();
+                Ok((before, after, s.verify_chain()?))
+            })
+            .unwrap();
+        assert_eq!((before, after, report.rows), (1, 1, 1));
+        // Outside the snapshot, the new row is seen; an error rolls back and
+        // leaves the connection usable.
+        assert_eq!(reader.query(&Filter::default(), None).unwrap().len(), 2);
+        let e: Result<(), Error> = reader.read_snapshot(|_| Err(Error::Checkpoint("stop".into())));
+        assert!(e.is_err());
+        assert_eq!(
+            reader
+                .read_snapshot(|s| s.query(&Filter::default(), None))
+                .unwrap()
+                .len(),
+            2
         );
     }
 }

@@ -8,8 +8,10 @@
 //! verification starts there. Old rows stuck behind a newer one stay until
 //! it ages out; [`PruneReport::kept_older`] counts them.
 
+use ed25519_dalek::SigningKey;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::checkpoint::PruneRecord;
 use super::error::sql;
 use super::{Error, Store, now_unix};
 
@@ -64,6 +66,43 @@ impl Store {
     /// Deletes the prefix of the chain older than `older_than_unix` and
     /// records the anchor, in one transaction.
     pub fn prune(&mut self, older_than_unix: i64) -> Result<PruneReport, Error> {
+        self.prune_inner(older_than_unix, &mut |_| Ok(()))
+    }
+
+    /// [`Store::prune`], authorised by a signature: the chain is verified
+    /// first (a tampered chain is never pruned), and the new anchor is
+    /// signed with `key` as a [`PruneRecord`] that `record` is given before
+    /// the prune commits (to append it out of kaudit's reach; when `record`
+    /// fails, nothing is pruned). The record is `None` when nothing was
+    /// pruned.
+    ///
+    /// # Errors
+    /// [`Error::Tampered`] when the chain does not verify; `record`'s error;
+    /// SQLite errors.
+    pub fn prune_signed(
+        &mut self,
+        older_than_unix: i64,
+        key: &SigningKey,
+        record: &mut dyn FnMut(&PruneRecord) -> Result<(), Error>,
+    ) -> Result<(PruneReport, Option<PruneRecord>), Error> {
+        if let Some(p) = self.verify_rows()?.problem {
+            return Err(Error::Tampered(p.message));
+        }
+        let mut signed = None;
+        let report = self.prune_inner(older_than_unix, &mut |a| {
+            let r = PruneRecord::sign(key, a.seq, &a.hash, a.cutoff, a.pruned_at);
+            record(&r)?;
+            signed = Some(r);
+            Ok(())
+        })?;
+        Ok((report, signed))
+    }
+
+    fn prune_inner(
+        &mut self,
+        older_than_unix: i64,
+        before_commit: &mut dyn FnMut(&Anchor) -> Result<(), Error>,
+    ) -> Result<PruneReport, Error> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -111,6 +150,14 @@ impl Store {
             params![last_seq, last_hash, total as i64, older_than_unix, now],
         )
         .map_err(sql("record the retention anchor"))?;
+        let new_anchor = Anchor {
+            seq: last_seq as u64,
+            hash: last_hash,
+            pruned_rows: total,
+            cutoff: older_than_unix,
+            pruned_at: now,
+        };
+        before_commit(&new_anchor)?;
         tx.commit().map_err(sql("commit a prune"))?;
         tracing::info!(
             count = pruned,
@@ -120,13 +167,7 @@ impl Store {
         );
         Ok(PruneReport {
             pruned,
-            anchor: Some(Anchor {
-                seq: last_seq as u64,
-                hash: last_hash,
-                pruned_rows: total,
-                cutoff: older_than_unix,
-                pruned_at: now,
-            }),
+            anchor: Some(new_anchor),
             kept_older: kept_older as u64,
         })
     }

@@ -356,15 +356,55 @@ fn a_scan_signs_its_chain_head_and_prune_keeps_the_chain_verifiable() {
     // The fixtures are from 2024: pruning everything older than a year
     // leaves an anchor, and the chain still verifies (its checkpoints were
     // pruned with the rows they cover).
-    let pruned = kaudit(&["prune", "--db", &db, "--older-than", "365d"], b"");
+    // Pruning is authorised by a signature: the key and the checkpoint
+    // file are required.
+    let unsigned = kaudit(&["prune", "--db", &db, "--older-than", "365d"], b"");
+    assert_eq!(unsigned.status.code(), Some(2), "{}", stderr(&unsigned));
+    let pruned = kaudit(
+        &[
+            "prune",
+            "--db",
+            &db,
+            "--older-than",
+            "365d",
+            "--sign-key",
+            &path_str(&key),
+            "--checkpoint-file",
+            &cps,
+        ],
+        b"",
+    );
     assert_eq!(pruned.status.code(), Some(0), "{}", stderr(&pruned));
     assert!(
         stdout(&pruned).contains("anchored at row"),
         "{}",
         stdout(&pruned)
     );
+    let lines = std::fs::read_to_string(&cps).unwrap();
+    assert_eq!(lines.lines().count(), 2);
+    assert!(
+        lines
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with(r#"{"format":"kaudit-prune-v1","#),
+        "{lines}"
+    );
+    let v = kaudit(&verify, b"");
+    assert_eq!(v.status.code(), Some(0), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains("is authorised by a signed prune record"),
+        "{}",
+        stdout(&v)
+    );
     let v = kaudit(&["verify", "--db", &db], b"");
     assert_eq!(v.status.code(), Some(0), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains("the retention anchor (row ")
+            && stdout(&v).contains(") is not verified"),
+        "{}",
+        stdout(&v)
+    );
     assert!(
         findings(&kaudit(
             &["findings", "--db", &db, "--format", "jsonl"],
@@ -400,4 +440,247 @@ fn the_manifest_shows_silent_hours() {
         "{manifest}"
     );
     assert_eq!(cluster["hours_with_events"], 2);
+}
+
+/// `db_with_findings` plus a key pair and a checkpoint of the head appended
+/// to a file: (db, private key, public key, checkpoint file).
+fn signed_db(dir: &Path) -> (String, String, String, String) {
+    let db = path_str(&db_with_findings(dir));
+    let key = path_str(&dir.join("k.pem"));
+    kaudit(&["keygen", "--out", &key], b"");
+    let cps = path_str(&dir.join("checkpoints.jsonl"));
+    let cp = kaudit(
+        &[
+            "checkpoint",
+            "--db",
+            &db,
+            "--sign-key",
+            &key,
+            "--append",
+            &cps,
+        ],
+        b"",
+    );
+    assert_eq!(cp.status.code(), Some(0), "{}", stderr(&cp));
+    let public = format!("{key}.pub");
+    (db, key, public, cps)
+}
+
+#[test]
+fn a_forged_retention_anchor_fails_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _key, public, cps) = signed_db(dir.path());
+    let verify = [
+        "verify",
+        "--db",
+        db.as_str(),
+        "--checkpoints",
+        cps.as_str(),
+        "--public-key",
+        public.as_str(),
+    ];
+    assert_eq!(kaudit(&verify, b"").status.code(), Some(0));
+
+    // An insider deletes a prefix and writes the anchor retention would.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let hash: String = conn
+        .query_row("SELECT hash FROM findings WHERE seq = 3", [], |r| r.get(0))
+        .unwrap();
+    conn.execute_batch(&format!(
+        "DELETE FROM findings WHERE seq <= 3;
+         INSERT INTO chain_anchor (id, seq, hash, pruned_rows, cutoff, pruned_at) VALUES (1, 3, '{hash}', 3, 0, 0);"
+    ))
+    .unwrap();
+    let out = kaudit(&verify, b"");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(
+            "rows 1–3 are gone and no signed prune record authorises it: history was cut"
+        ),
+        "{}",
+        stdout(&out)
+    );
+
+    // A prune record signed by another key does not authorise it.
+    let other = path_str(&dir.path().join("other.pem"));
+    kaudit(&["keygen", "--out", &other], b"");
+    drop(conn); // checkpoints the WAL into the file copied below
+    let elsewhere = dir.path().join("copy.db");
+    std::fs::copy(&db, &elsewhere).unwrap();
+    let forged_cps = path_str(&dir.path().join("forged.jsonl"));
+    std::fs::copy(&cps, &forged_cps).unwrap();
+    let forged = kaudit(
+        &[
+            "prune",
+            "--db",
+            &path_str(&elsewhere),
+            "--older-than",
+            "1d",
+            "--sign-key",
+            &other,
+            "--checkpoint-file",
+            &forged_cps,
+        ],
+        b"",
+    );
+    // kaudit refuses to extend an unauthorised anchor, even with a key.
+    assert_ne!(forged.status.code(), Some(0), "{}", stdout(&forged));
+    assert!(
+        stderr(&forged).contains("history was cut"),
+        "{}",
+        stderr(&forged)
+    );
+
+    // Without checkpoints, the anchor is reported as not verified.
+    let plain = kaudit(&["verify", "--db", &db], b"");
+    assert_eq!(plain.status.code(), Some(0), "{}", stdout(&plain));
+    assert!(
+        stdout(&plain).contains("the retention anchor (row 3) is not verified"),
+        "{}",
+        stdout(&plain)
+    );
+}
+
+#[test]
+fn an_oversized_event_is_one_finding_whatever_path_it_is_read_from() {
+    let dir = tempfile::tempdir().unwrap();
+    // No auditID in the first 64 KiB: the finding is named by the bytes.
+    let big = format!(
+        r#"{{"verb":"create","requestObject":{{"pad":"{}"}},"auditID":"late"}}"#,
+        "x".repeat(100_000)
+    );
+    let a = dir.path().join("a.log");
+    let b = dir.path().join("b.log");
+    std::fs::write(&a, format!("{big}\n")).unwrap();
+    std::fs::write(&b, format!("{big}\n")).unwrap();
+    let db = path_str(&dir.path().join("f.db"));
+    let first = kaudit(
+        &[
+            "scan",
+            "--db",
+            &db,
+            "--max-event-bytes",
+            "10000",
+            &path_str(&a),
+        ],
+        b"",
+    );
+    assert_eq!(summary(&first)["findings"], 1, "{}", stderr(&first));
+    let second = kaudit(
+        &[
+            "scan",
+            "--db",
+            &db,
+            "--max-event-bytes",
+            "10000",
+            &path_str(&b),
+        ],
+        b"",
+    );
+    assert_eq!(
+        (summary(&second)["findings"], summary(&second)["duplicates"]),
+        (0, 1),
+        "{}",
+        stderr(&second)
+    );
+}
+
+#[test]
+fn stored_checkpoints_are_checked_against_the_given_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _key, public, _cps) = signed_db(dir.path());
+    let ours = kaudit(&["verify", "--db", &db, "--public-key", &public], b"");
+    assert_eq!(ours.status.code(), Some(0), "{}", stdout(&ours));
+    assert!(
+        stdout(&ours).contains("checked against the given public key"),
+        "{}",
+        stdout(&ours)
+    );
+    // Without a key, the output says the check was only a self-check.
+    let plain = kaudit(&["verify", "--db", &db], b"");
+    assert_eq!(plain.status.code(), Some(0), "{}", stdout(&plain));
+    assert!(
+        stdout(&plain).contains("were only self-checked"),
+        "{}",
+        stdout(&plain)
+    );
+    // A checkpoint stored by someone else's key fails against ours.
+    let other = path_str(&dir.path().join("other.pem"));
+    kaudit(&["keygen", "--out", &other], b"");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("DELETE FROM chain_checkpoints", []).unwrap();
+    drop(conn);
+    let cp = kaudit(&["checkpoint", "--db", &db, "--sign-key", &other], b"");
+    assert_eq!(cp.status.code(), Some(0), "{}", stderr(&cp));
+    let theirs = kaudit(&["verify", "--db", &db, "--public-key", &public], b"");
+    assert_eq!(theirs.status.code(), Some(1), "{}", stdout(&theirs));
+    assert!(
+        stdout(&theirs).contains("was signed by another key"),
+        "{}",
+        stdout(&theirs)
+    );
+}
+
+#[test]
+fn an_empty_checkpoint_file_fails_and_unsigned_rows_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = path_str(&dir.path().join("f.db"));
+    let key = path_str(&dir.path().join("k.pem"));
+    kaudit(&["keygen", "--out", &key], b"");
+    let public = format!("{key}.pub");
+    let cps = path_str(&dir.path().join("checkpoints.jsonl"));
+    std::fs::write(&cps, "\n").unwrap();
+    let log = path_str(&fixtures().join("envelopes/k8s/audit.log"));
+    let out = kaudit(&["scan", "--format", "jsonl", "--db", &db, &log], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let verify = [
+        "verify",
+        "--db",
+        db.as_str(),
+        "--checkpoints",
+        cps.as_str(),
+        "--public-key",
+        public.as_str(),
+    ];
+    let empty = kaudit(&verify, b"");
+    assert_eq!(empty.status.code(), Some(1), "{}", stdout(&empty));
+    assert!(
+        stdout(&empty).contains("holds no chain checkpoints"),
+        "{}",
+        stdout(&empty)
+    );
+    let cp = kaudit(
+        &[
+            "checkpoint",
+            "--db",
+            &db,
+            "--sign-key",
+            &key,
+            "--append",
+            &cps,
+        ],
+        b"",
+    );
+    assert_eq!(cp.status.code(), Some(0), "{}", stderr(&cp));
+    let at_head = kaudit(&verify, b"");
+    assert_eq!(at_head.status.code(), Some(0), "{}", stdout(&at_head));
+    assert!(
+        stdout(&at_head).contains("0 rows lie after the newest checkpoint"),
+        "{}",
+        stdout(&at_head)
+    );
+    // More findings after the checkpoint are counted.
+    let all = kaudit(
+        &["scan", "--format", "jsonl", "--db", &db, &k8s_fixtures()],
+        b"",
+    );
+    assert_eq!(all.status.code(), Some(0), "{}", stderr(&all));
+    let after = kaudit(&verify, b"");
+    assert_eq!(after.status.code(), Some(0), "{}", stdout(&after));
+    assert!(
+        stdout(&after).contains("lie after the newest checkpoint (row ")
+            && stdout(&after).contains("no signature covers them yet"),
+        "{}",
+        stdout(&after)
+    );
 }
