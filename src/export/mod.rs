@@ -447,6 +447,22 @@ pub(crate) mod tests {
         ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
     }
 
+    /// Completeness: a finding that matches the export's filters but is
+    /// left out makes the bundle fail its own check (kaudit never writes
+    /// an incomplete bundle), and `verify` says which chain row it is.
+    #[test]
+    fn a_matching_finding_left_out_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut rows, chain) = sample(6);
+        rows.retain(|r| r.seq != 4); // seq 4 is a pod-exec row
+        let err = export(&rows, &chain, &request(&dir.path().join("b"), None)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("chain.jsonl seq 4") && text.contains("left out"),
+            "{text}"
+        );
+    }
+
     /// Exports the 12-row sample, signed with key 7, into `dir/bundle`.
     pub(crate) fn exported(dir: &Path) -> (PathBuf, Manifest) {
         let (rows, chain) = sample(12);
