@@ -595,7 +595,17 @@ impl<R: Read> Framer<R> {
             };
             let key = &self.buf[member + 1..key_end - 1];
             if self.buf[vpos] == b'[' {
-                if let Some(k) = STREAMED_KEYS.iter().find(|k| k.as_bytes() == key) {
+                // A CloudWatch payload whose `logGroup` (the cluster) comes
+                // after `logEvents` (sorted keys) is read whole instead:
+                // streaming would decode the events before their cluster is
+                // known. Such payloads are small (CloudWatch caps them).
+                let needs_tail = key == b"logEvents"
+                    && memchr::memmem::find(&self.buf[obj..member], b"\"logGroup\"").is_none();
+                if let Some(k) = STREAMED_KEYS
+                    .iter()
+                    .find(|k| k.as_bytes() == key)
+                    .filter(|_| !needs_tail)
+                {
                     let mut head = trim(&self.buf[obj..member]).to_vec();
                     if head.last() == Some(&b',') {
                         head.pop();

@@ -575,3 +575,23 @@ fn gzip_is_recognised_one_byte_at_a_time() {
     decode(Trickle(&gz), &Context::new(Limits::default()), &mut c).unwrap();
     assert_eq!(c.events.len(), 20);
 }
+
+/// Regression (review): a CloudWatch payload saved with sorted keys
+/// (`jq -S`) and pretty-printed keeps its cluster.
+#[test]
+fn cloudwatch_with_sorted_keys_keeps_its_cluster() {
+    let bytes = std::fs::read(fixtures().join("eks/cloudwatch.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    // serde_json's map is sorted: logEvents comes before logGroup.
+    let sorted = serde_json::to_string_pretty(&v).unwrap();
+    assert!(sorted.find("logEvents") < sorted.find("logGroup"));
+    let c = decode_bytes(sorted.as_bytes(), Limits::default());
+    assert_eq!(c.events.len(), 4);
+    assert!(
+        c.events
+            .iter()
+            .all(|e| e.cluster.as_deref() == Some("prod-eu-1")),
+        "{:?}",
+        c.events.iter().map(|e| &e.cluster).collect::<Vec<_>>()
+    );
+}
