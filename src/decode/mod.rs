@@ -202,7 +202,15 @@ pub fn decode<R: Read>(input: R, ctx: &Context<'_>, sink: &mut dyn Sink) -> Resu
         sink,
         array: Array::None,
     };
-    let result = if gzip {
+    let result = if gzip && ctx.nested.is_some() {
+        // A gzip payload inside an envelope (Firehose, Pub/Sub) inflates to
+        // at most one document: a compression bomb costs bounded time. What
+        // is cut off ends inside a value and is reported as malformed.
+        let limit = ctx.limits.max_document_bytes as u64;
+        framing::frame(MultiGzDecoder::new(input).take(limit), caps, &mut |f| {
+            d.frame(f)
+        })
+    } else if gzip {
         framing::frame(MultiGzDecoder::new(input), caps, &mut |f| d.frame(f))
     } else {
         framing::frame(input, caps, &mut |f| d.frame(f))

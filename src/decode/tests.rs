@@ -595,3 +595,27 @@ fn cloudwatch_with_sorted_keys_keeps_its_cluster() {
         c.events.iter().map(|e| &e.cluster).collect::<Vec<_>>()
     );
 }
+
+/// A gzip bomb inside a Firehose record inflates only up to the document
+/// cap, and what is cut off is reported, not silently dropped.
+#[test]
+fn gzip_bomb_in_an_envelope_is_bounded() {
+    use base64::Engine;
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(b"{\"messageType\":\"DATA_MESSAGE\",\"logGroup\":\"/aws/eks/x/cluster\",\"logEvents\":[{\"message\":\"").unwrap();
+    let zeros = vec![b'a'; 1 << 20];
+    for _ in 0..64 {
+        gz.write_all(&zeros).unwrap(); // 64 MiB of one letter: a few KB compressed
+    }
+    gz.write_all(b"\"}]}").unwrap();
+    let data = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
+    let body = format!(r#"{{"requestId":"r","records":[{{"data":"{data}"}}]}}"#);
+    let limits = Limits {
+        max_event_bytes: 1 << 20,
+        max_document_bytes: 4 << 20,
+    };
+    let c = decode_bytes(body.as_bytes(), limits);
+    assert!(c.events.is_empty());
+    assert!(!c.problems.is_empty(), "the cut-off payload is reported");
+}
