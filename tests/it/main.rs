@@ -2,6 +2,7 @@
 //! stdin and exit codes, over the committed fixtures and the peer events in
 //! ../shared/peers.
 
+mod docs;
 mod evidence;
 mod falco;
 mod rules;
