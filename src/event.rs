@@ -14,6 +14,7 @@
 //! decoder's job.
 
 pub mod query;
+pub mod short;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -23,11 +24,14 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 pub use query::Query;
+pub use short::Short;
 
 /// Ordered string pairs (annotations), borrowed where possible.
-pub type StrPairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+pub type StrPairs<'a> = Short<(Cow<'a, str>, Cow<'a, str>), 4>;
+/// A short list of strings (groups, sourceIPs, an `extra` value), inline.
+pub type Strs<'a> = Short<Cow<'a, str>, 4>;
 /// Ordered string-list pairs (`user.extra`), borrowed where possible.
-pub type ListPairs<'a> = Vec<(Cow<'a, str>, Vec<Cow<'a, str>>)>;
+pub type ListPairs<'a> = Short<(Cow<'a, str>, Strs<'a>), 6>;
 
 /// One audit event. Field names follow `audit.k8s.io/v1`.
 #[derive(Debug, Default, Deserialize)]
@@ -62,7 +66,7 @@ pub struct AuditEvent<'a> {
     pub impersonated_user: Option<UserInfo<'a>>,
     /// X-Forwarded-For values first, the connection's remote address last.
     #[serde(borrow, default, rename = "sourceIPs", deserialize_with = "cow_vec")]
-    pub source_ips: Vec<Cow<'a, str>>,
+    pub source_ips: Strs<'a>,
     #[serde(borrow, default, deserialize_with = "opt_cow")]
     pub user_agent: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -133,7 +137,7 @@ pub struct UserInfo<'a> {
     #[serde(borrow, default, deserialize_with = "opt_cow")]
     pub uid: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "cow_vec")]
-    pub groups: Vec<Cow<'a, str>>,
+    pub groups: Strs<'a>,
     /// `extra` in input order: key, values.
     #[serde(borrow, default, deserialize_with = "string_list_pairs")]
     pub extra: ListPairs<'a>,
@@ -146,7 +150,7 @@ impl<'a> UserInfo<'a> {
         self.extra
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_slice())
+            .map(|(_, v)| &v[..])
             .unwrap_or(&[])
     }
 }
@@ -335,11 +339,11 @@ impl<'a> AuditEvent<'a> {
         #[derive(Deserialize)]
         struct ExecOptions<'b> {
             #[serde(borrow, default, deserialize_with = "cow_vec")]
-            command: Vec<Cow<'b, str>>,
+            command: Strs<'b>,
         }
         self.request_object
             .and_then(|raw| serde_json::from_str::<ExecOptions<'_>>(raw.get()).ok())
-            .map(|o| o.command)
+            .map(|o| o.command.into_vec())
             .unwrap_or_default()
     }
 }
@@ -356,10 +360,10 @@ where
             f.write_str("an object of strings")
         }
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(Vec::new())
+            Ok(Short::new())
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4));
+            let mut out = Short::new();
             while let Some((k, v)) = map.next_entry::<BorrowedStr<'de>, BorrowedStr<'de>>()? {
                 out.push((k.0, v.0));
             }
@@ -381,10 +385,10 @@ where
             f.write_str("an object of string lists")
         }
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(Vec::new())
+            Ok(Short::new())
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4));
+            let mut out = Short::new();
             while let Some((k, v)) = map.next_entry::<BorrowedStr<'de>, StrList<'de>>()? {
                 out.push((k.0, v.0));
             }
@@ -401,7 +405,7 @@ fn opt_cow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::
 }
 
 /// A list of borrowed strings (null and a lone string accepted).
-fn cow_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cow<'de, str>>, D::Error> {
+fn cow_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Strs<'de>, D::Error> {
     Ok(StrList::deserialize(d)?.0)
 }
 
@@ -431,7 +435,7 @@ impl<'de> Deserialize<'de> for BorrowedStr<'de> {
 }
 
 /// A list of strings; a single string or null is accepted as a list too.
-struct StrList<'a>(Vec<Cow<'a, str>>);
+struct StrList<'a>(Strs<'a>);
 
 impl<'de> Deserialize<'de> for StrList<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -442,16 +446,16 @@ impl<'de> Deserialize<'de> for StrList<'de> {
                 f.write_str("a list of strings")
             }
             fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(StrList(Vec::new()))
+                Ok(StrList(Short::new()))
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(StrList(vec![Cow::Borrowed(v)]))
+                Ok(StrList(std::iter::once(Cow::Borrowed(v)).collect()))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(StrList(vec![Cow::Owned(v.to_owned())]))
+                Ok(StrList(std::iter::once(Cow::Owned(v.to_owned())).collect()))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+                let mut out = Short::new();
                 while let Some(s) = seq.next_element::<BorrowedStr<'de>>()? {
                     out.push(s.0);
                 }
@@ -478,7 +482,7 @@ mod tests {
         assert_eq!(ev.resource(), "pods");
         assert_eq!(ev.subresource(), "exec");
         assert_eq!(ev.response_code(), Some(101));
-        assert_eq!(ev.source_ips, ["203.0.113.9", "10.0.0.4"]);
+        assert_eq!(ev.source_ips[..], ["203.0.113.9", "10.0.0.4"]);
         assert_eq!(
             ev.user.extra("authentication.kubernetes.io/credential-id"),
             ["JTI=7f3c"]

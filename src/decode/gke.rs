@@ -157,7 +157,7 @@ pub(super) fn log_entry(d: &mut Dispatch<'_, '_>, text: &str, line: u64, envelop
         6 => Some(409),
         _ => None,
     };
-    let mut annotations: Vec<(Cow<'_, str>, Cow<'_, str>)> = entry
+    let mut annotations: crate::event::StrPairs<'_> = entry
         .labels
         .iter()
         .flatten()
@@ -191,7 +191,7 @@ pub(super) fn log_entry(d: &mut Dispatch<'_, '_>, text: &str, line: u64, envelop
             .request_metadata
             .as_ref()
             .and_then(|m| m.caller_ip.as_deref())
-            .map(|ip| vec![Cow::Borrowed(ip)])
+            .map(|ip| std::iter::once(Cow::Borrowed(ip)).collect())
             .unwrap_or_default(),
         user_agent: p
             .request_metadata
