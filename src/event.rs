@@ -31,7 +31,9 @@ pub type StrPairs<'a> = Short<(Cow<'a, str>, Cow<'a, str>), 4>;
 /// A short list of strings (groups, sourceIPs, an `extra` value), inline.
 pub type Strs<'a> = Short<Cow<'a, str>, 4>;
 /// Ordered string-list pairs (`user.extra`), borrowed where possible.
-pub type ListPairs<'a> = Short<(Cow<'a, str>, Strs<'a>), 6>;
+pub type ListPairs<'a> = Short<(Cow<'a, str>, ExtraValues<'a>), 6>;
+/// The values of one `user.extra` key: almost always exactly one.
+pub type ExtraValues<'a> = Short<Cow<'a, str>, 1>;
 
 /// One audit event. Field names follow `audit.k8s.io/v1`.
 #[derive(Debug, Default, Deserialize)]
@@ -389,7 +391,7 @@ where
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = Short::new();
-            while let Some((k, v)) = map.next_entry::<BorrowedStr<'de>, StrList<'de>>()? {
+            while let Some((k, v)) = map.next_entry::<BorrowedStr<'de>, StrList<'de, 1>>()? {
                 out.push((k.0, v.0));
             }
             Ok(out)
@@ -406,7 +408,7 @@ fn opt_cow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::
 
 /// A list of borrowed strings (null and a lone string accepted).
 fn cow_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Strs<'de>, D::Error> {
-    Ok(StrList::deserialize(d)?.0)
+    Ok(StrList::<4>::deserialize(d)?.0)
 }
 
 /// A string that borrows from the input when it has no escapes.
@@ -435,13 +437,13 @@ impl<'de> Deserialize<'de> for BorrowedStr<'de> {
 }
 
 /// A list of strings; a single string or null is accepted as a list too.
-struct StrList<'a>(Strs<'a>);
+struct StrList<'a, const N: usize>(Short<Cow<'a, str>, N>);
 
-impl<'de> Deserialize<'de> for StrList<'de> {
+impl<'de, const N: usize> Deserialize<'de> for StrList<'de, N> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = StrList<'de>;
+        struct V<const N: usize>;
+        impl<'de, const N: usize> Visitor<'de> for V<N> {
+            type Value = StrList<'de, N>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a list of strings")
             }
@@ -462,7 +464,7 @@ impl<'de> Deserialize<'de> for StrList<'de> {
                 Ok(StrList(out))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V::<N>)
     }
 }
 
