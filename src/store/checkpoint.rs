@@ -70,41 +70,33 @@ impl ChainCheckpoint {
 
     /// Signs the chain position `seq` with hash `hash` at `time`.
     pub fn sign(key: &SigningKey, seq: u64, hash: &str, time: i64) -> ChainCheckpoint {
-        let sig = key.sign(Self::message(seq, hash, time).as_bytes());
+        let (signature, public_key) = sign_hex(key, &Self::message(seq, hash, time));
         ChainCheckpoint {
             seq,
             hash: hash.to_owned(),
             time,
-            signature: hex::encode(sig.to_bytes()),
-            public_key: hex::encode(key.verifying_key().to_bytes()),
+            signature,
+            public_key,
         }
     }
 
     /// Checks the signature with `key`; the sentence says what is wrong.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), String> {
         let when = rfc3339(self.time);
-        if self.public_key != hex::encode(key.to_bytes()) {
-            return Err(format!(
+        let message = Self::message(self.seq, &self.hash, self.time);
+        check_signature(key, &self.public_key, &self.signature, &message).map_err(|why| match why {
+            SignatureProblem::OtherKey => format!(
                 "the checkpoint for row {} signed at {when} was signed by another key (public key {}), not the one given",
                 self.seq, self.public_key
-            ));
-        }
-        let mut sig = [0u8; 64];
-        hex::decode_to_slice(&self.signature, &mut sig).map_err(|_| {
-            format!(
+            ),
+            SignatureProblem::NotHex => format!(
                 "the checkpoint for row {} signed at {when} has a signature that is not 128 hex characters",
                 self.seq
-            )
-        })?;
-        key.verify_strict(
-            Self::message(self.seq, &self.hash, self.time).as_bytes(),
-            &Signature::from_bytes(&sig),
-        )
-        .map_err(|_| {
-            format!(
+            ),
+            SignatureProblem::Mismatch => format!(
                 "the checkpoint for row {} signed at {when} does not match its signature: it was forged or altered",
                 self.seq
-            )
+            ),
         })
     }
 
@@ -142,20 +134,7 @@ impl ChainCheckpoint {
                 j.format
             )));
         }
-        let is_hex = |s: &str, n: usize| {
-            s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        };
-        for (name, v, n) in [
-            ("hash", &j.hash, 64),
-            ("signature", &j.signature, 128),
-            ("public_key", &j.public_key, 64),
-        ] {
-            if !is_hex(v, n) {
-                return Err(Error::Checkpoint(format!(
-                    "its {name} is not {n} lowercase hex characters"
-                )));
-            }
-        }
+        check_hex_fields(&j.hash, &j.signature, &j.public_key)?;
         Ok(ChainCheckpoint {
             seq: j.seq,
             hash: j.hash,
@@ -214,28 +193,21 @@ impl PruneRecord {
 
     /// Signs a prune up to row `seq` with hash `hash`.
     pub fn sign(key: &SigningKey, seq: u64, hash: &str, cutoff: i64, time: i64) -> PruneRecord {
-        let sig = key.sign(Self::message(seq, hash, cutoff, time).as_bytes());
+        let (signature, public_key) = sign_hex(key, &Self::message(seq, hash, cutoff, time));
         PruneRecord {
             seq,
             hash: hash.to_owned(),
             cutoff,
             time,
-            signature: hex::encode(sig.to_bytes()),
-            public_key: hex::encode(key.verifying_key().to_bytes()),
+            signature,
+            public_key,
         }
     }
 
     /// True when `key` signed exactly this record.
     pub fn is_signed_by(&self, key: &VerifyingKey) -> bool {
-        let mut sig = [0u8; 64];
-        self.public_key == hex::encode(key.to_bytes())
-            && hex::decode_to_slice(&self.signature, &mut sig).is_ok()
-            && key
-                .verify_strict(
-                    Self::message(self.seq, &self.hash, self.cutoff, self.time).as_bytes(),
-                    &Signature::from_bytes(&sig),
-                )
-                .is_ok()
+        let message = Self::message(self.seq, &self.hash, self.cutoff, self.time);
+        check_signature(key, &self.public_key, &self.signature, &message).is_ok()
     }
 
     /// One line of JSON.
@@ -264,6 +236,7 @@ impl PruneRecord {
                 j.format
             )));
         }
+        check_hex_fields(&j.hash, &j.signature, &j.public_key)?;
         Ok(PruneRecord {
             seq: j.seq,
             hash: j.hash,
@@ -328,6 +301,61 @@ pub fn check_anchor(report: &mut ChainReport, prunes: &[PruneRecord], key: &Veri
             ),
         });
     }
+}
+
+/// Signs `message`: (hex signature, hex public key), as both kinds of
+/// signed line store them.
+fn sign_hex(key: &SigningKey, message: &str) -> (String, String) {
+    let sig = key.sign(message.as_bytes());
+    (
+        hex::encode(sig.to_bytes()),
+        hex::encode(key.verifying_key().to_bytes()),
+    )
+}
+
+/// Why a stored signature does not hold for a key.
+enum SignatureProblem {
+    /// The line names another public key.
+    OtherKey,
+    /// The signature is not 64 bytes of hex.
+    NotHex,
+    /// The signature does not match the message.
+    Mismatch,
+}
+
+/// Checks a stored (hex) signature of `message` against `key`.
+fn check_signature(
+    key: &VerifyingKey,
+    public_key_hex: &str,
+    signature_hex: &str,
+    message: &str,
+) -> Result<(), SignatureProblem> {
+    if public_key_hex != hex::encode(key.to_bytes()) {
+        return Err(SignatureProblem::OtherKey);
+    }
+    let mut sig = [0u8; 64];
+    hex::decode_to_slice(signature_hex, &mut sig).map_err(|_| SignatureProblem::NotHex)?;
+    key.verify_strict(message.as_bytes(), &Signature::from_bytes(&sig))
+        .map_err(|_| SignatureProblem::Mismatch)
+}
+
+/// The hex fields of a signed line have their exact lengths.
+fn check_hex_fields(hash: &str, signature: &str, public_key: &str) -> Result<(), Error> {
+    let is_hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    for (name, v, n) in [
+        ("hash", hash, 64),
+        ("signature", signature, 128),
+        ("public_key", public_key, 64),
+    ] {
+        if !is_hex(v, n) {
+            return Err(Error::Checkpoint(format!(
+                "its {name} is not {n} lowercase hex characters"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn rfc3339(t: i64) -> String {
@@ -550,6 +578,19 @@ mod tests {
     use super::super::testutil::*;
     use super::super::{Batch, keys};
     use super::*;
+
+    /// Both kinds of signed line validate their hex fields the same way.
+    #[test]
+    fn prune_records_reject_malformed_hex_like_checkpoints() {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let good = PruneRecord::sign(&key, 5, &"ab".repeat(32), 100, 200);
+        assert!(PruneRecord::from_json(&good.to_json()).is_ok());
+        let bad = good.to_json().replace(&good.signature, "zz");
+        let err = PruneRecord::from_json(&bad).unwrap_err().to_string();
+        assert!(err.contains("signature is not 128 lowercase hex"), "{err}");
+        assert!(good.is_signed_by(&key.verifying_key()));
+        assert!(!good.is_signed_by(&SigningKey::from_bytes(&[4; 32]).verifying_key()));
+    }
 
     fn commit_n(store: &mut Store, from: usize, n: usize) {
         let batch = Batch {
