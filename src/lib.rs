@@ -15,10 +15,12 @@
 //!   verification.
 //! - [`output`]: findings printed for people and tools.
 //! - [`scan`]: the offline scanner that wires these together.
+//! - [`config`]: the configuration file, typed and validated.
 //! - [`cli`]: the evidence commands at the CLI edge; [`timespec`]: time
 //!   arguments.
 
 pub mod cli;
+pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod event;

@@ -47,13 +47,13 @@ impl<W: Write> Printer<W> {
                     self.header_done = true;
                     writeln!(
                         self.out,
-                        "{:<27} {:<8} {:<16} {:<14} SUMMARY",
+                        "{:<27} {:<8} {:<32} {:<14} SUMMARY",
                         "TIME", "SEVERITY", "RULE", "CLUSTER"
                     )?;
                 }
                 writeln!(
                     self.out,
-                    "{:<27} {:<8} {:<16} {:<14} {}",
+                    "{:<27} {:<8} {:<32} {:<14} {}",
                     terminal_safe(f.time.as_deref().unwrap_or("-")),
                     f.severity.as_str(),
                     terminal_safe(&f.rule_id),

@@ -17,7 +17,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::config::Config;
 use crate::decode::{self, Context, Limits, Problem, ProblemKind, Sink};
+use crate::detect::token::{STATE_NAME, TokenDetector};
 use crate::detect::{Detector, RuleSet, pipeline};
 use crate::event::AuditEvent;
 use crate::finding::{DEFAULT_CLUSTER, Finding, Severity};
@@ -34,6 +36,8 @@ pub struct ScanOptions {
     pub rules: Arc<RuleSet>,
     /// The findings database; `None` prints without storing.
     pub db: Option<PathBuf>,
+    /// Networks, trust and windows of the token detectors.
+    pub config: Config,
 }
 
 /// Why a scan stopped.
@@ -43,6 +47,8 @@ pub enum ScanError {
     Write(#[from] io::Error),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Findings held until their batch is committed.
@@ -65,13 +71,15 @@ pub struct Summary {
     pub duplicates: u64,
     /// The most severe finding.
     pub max_severity: Option<Severity>,
+    /// Entries the token detectors dropped for want of room (their caps).
+    pub state_evictions: u64,
 }
 
 impl Summary {
     /// The line printed on stderr at the end of a scan.
     pub fn line(&self) -> String {
         format!(
-            "kaudit scan: inputs={} events={} malformed={} truncated={} skipped={} findings={}{}{}",
+            "kaudit scan: inputs={} events={} malformed={} truncated={} skipped={} findings={}{}{}{}",
             self.inputs,
             self.events,
             self.malformed,
@@ -85,6 +93,11 @@ impl Summary {
             },
             if self.unreadable > 0 {
                 format!(" unreadable={}", self.unreadable)
+            } else {
+                String::new()
+            },
+            if self.state_evictions > 0 {
+                format!(" state_evictions={}", self.state_evictions)
             } else {
                 String::new()
             }
@@ -105,8 +118,19 @@ pub fn scan(
         Some(path) => Some(Store::open(path)?),
         None => None,
     };
+    let mut token = TokenDetector::new(&opts.config).map_err(ScanError::Config)?;
+    if let Some(saved) = store
+        .as_ref()
+        .map(|s| s.detector_state(STATE_NAME))
+        .transpose()?
+        .flatten()
+        && let Err(e) = token.restore(&saved)
+    {
+        // Detection goes on from a clean state rather than not at all.
+        writeln!(err, "kaudit: {e}; the token detectors start afresh")?;
+    }
     let mut run = Run {
-        detector: Detector::new(opts.rules.clone()),
+        detector: Detector::with_token(opts.rules.clone(), token),
         out: Output {
             printer: Printer::new(out, opts.format),
             summary: Summary::default(),
@@ -122,7 +146,8 @@ pub fn scan(
         source: String::new(),
         hours: HashMap::new(),
     };
-    let ctx = Context::new(opts.limits);
+    let mut ctx = Context::new(opts.limits);
+    ctx.default_cluster = opts.config.cluster.as_deref();
     let stdin = [PathBuf::from("-")];
     let paths = if opts.paths.is_empty() {
         &stdin[..]
@@ -135,10 +160,13 @@ pub fn scan(
         } else {
             run.path(path, &ctx);
         }
-        run.out.commit();
+        run.commit();
         run.out.fail()?;
     }
     run.out.printer.flush()?;
+    if let Some(t) = run.detector.token() {
+        run.out.summary.state_evictions = t.stats().evictions;
+    }
     Ok(run.out.summary)
 }
 
@@ -184,15 +212,22 @@ struct Output<'o> {
 }
 
 impl Output<'_> {
+    /// Holds a finding for the next commit (printed once committed), or
+    /// prints it at once without a store. The caller commits when
+    /// [`Output::due`] says so, between events, so that a commit never
+    /// splits one event's findings from the detector state it changed.
     fn finding(&mut self, f: Finding) {
         if self.store.is_some() {
             self.pending.findings.push(f);
-            if self.pending.findings.len() >= BATCH_FINDINGS {
-                self.commit();
-            }
         } else {
             self.print(&f);
         }
+    }
+
+    fn due(&self) -> bool {
+        self.pending.findings.len() >= BATCH_FINDINGS
+            || self.pending.quarantine.len() >= BATCH_FINDINGS
+            || self.pending_quarantine_bytes >= 8 << 20
     }
 
     fn print(&mut self, f: &Finding) {
@@ -223,15 +258,11 @@ impl Output<'_> {
     fn quarantined(&mut self, row: QuarantineRow) {
         self.pending_quarantine_bytes += row.raw.len();
         self.pending.quarantine.push(row);
-        if self.pending.quarantine.len() >= BATCH_FINDINGS
-            || self.pending_quarantine_bytes >= 8 << 20
-        {
-            self.commit();
-        }
     }
 
-    /// Commits the pending batch and prints the findings that were new.
-    fn commit(&mut self) {
+    /// Commits the pending batch, with the detector state `state` that
+    /// reflects it, and prints the findings that were new.
+    fn commit(&mut self, state: Option<Vec<u8>>) {
         let Some(store) = &mut self.store else {
             return;
         };
@@ -254,7 +285,14 @@ impl Output<'_> {
                 },
             )
             .collect();
-        if batch.findings.is_empty() && batch.quarantine.is_empty() && batch.coverage.is_empty() {
+        batch.state = state
+            .map(|s| vec![(STATE_NAME.to_owned(), s)])
+            .unwrap_or_default();
+        if batch.findings.is_empty()
+            && batch.quarantine.is_empty()
+            && batch.coverage.is_empty()
+            && batch.state.is_empty()
+        {
             return;
         }
         match store.commit(&batch) {
@@ -308,6 +346,15 @@ struct Run<'o> {
 }
 
 impl Run<'_> {
+    /// Commits what is pending with the token detectors' state.
+    fn commit(&mut self) {
+        if self.out.store.is_none() {
+            return;
+        }
+        let state = self.detector.token_mut().and_then(|t| t.take_snapshot());
+        self.out.commit(state);
+    }
+
     /// The hour (Unix time of its start) an event belongs to.
     fn hour_of(&mut self, time: Option<&str>) -> i64 {
         let now_hour = || crate::timespec::now() / 3600 * 3600;
@@ -403,6 +450,9 @@ impl Sink for Run<'_> {
         }
         let Run { detector, out, .. } = self;
         detector.check(ev, &mut |f| out.finding(f));
+        if self.out.due() {
+            self.commit();
+        }
     }
 
     fn problem(&mut self, p: &Problem<'_>) {
@@ -439,6 +489,9 @@ impl Sink for Run<'_> {
         if let Some(f) = pipeline::from_problem(p, &self.source, DEFAULT_CLUSTER) {
             let Run { detector, out, .. } = self;
             detector.report(f, &mut |f| out.finding(f));
+        }
+        if self.out.due() {
+            self.commit();
         }
         let id = p
             .audit_id

@@ -6,7 +6,9 @@
 //! can match with one aho-corasick pass. [`Detector`] runs the compiled set
 //! on each event and remembers which (cluster, auditID, rule) it has already
 //! reported, so that a request logged at several stages, or delivered twice,
-//! yields one finding. Detection never fails and stores nothing: the caller
+//! yields one finding. The stateful `token` detectors run beside the rules;
+//! where one refines a catalogue rule, its finding replaces that rule's on
+//! the same request. Detection never fails and stores nothing: the caller
 //! decides what to do with a finding.
 
 mod condition;
@@ -14,6 +16,7 @@ mod field;
 pub mod pipeline;
 mod prefilter;
 mod ruleset;
+pub mod token;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -63,32 +66,66 @@ pub fn builtin_sources() -> Vec<RuleSource> {
         .collect()
 }
 
-/// Runs a rule set and suppresses repeats within its lifetime.
+/// Runs a rule set (and the token detectors) and suppresses repeats within
+/// its lifetime.
 pub struct Detector {
     rules: Arc<RuleSet>,
+    token: Option<token::TokenDetector>,
     /// Findings already reported: id → fingerprint of the request that
     /// produced it (24 bytes each: a scan of millions of findings stays
     /// small). A repeat with the same fingerprint is another stage or a
     /// redelivery; a different fingerprint is a reused auditID.
     seen: HashMap<[u8; 16], u64>,
+    /// The findings of the event being checked (kept to reuse its buffer).
+    batch: Vec<Finding>,
 }
 
 impl Detector {
+    /// The rules alone.
     pub fn new(rules: Arc<RuleSet>) -> Self {
         Detector {
             rules,
+            token: None,
             seen: HashMap::new(),
+            batch: Vec::new(),
         }
+    }
+
+    /// The rules and the stateful token detectors.
+    pub fn with_token(rules: Arc<RuleSet>, token: token::TokenDetector) -> Self {
+        Detector {
+            token: Some(token),
+            ..Detector::new(rules)
+        }
+    }
+
+    pub fn token(&self) -> Option<&token::TokenDetector> {
+        self.token.as_ref()
+    }
+
+    pub fn token_mut(&mut self) -> Option<&mut token::TokenDetector> {
+        self.token.as_mut()
     }
 
     /// Runs every rule on `ev`, calling `found` for each new finding.
     pub fn check(&mut self, ev: &AuditEvent<'_>, found: &mut dyn FnMut(Finding)) {
         let fp = fingerprint(ev);
+        let mut batch = std::mem::take(&mut self.batch);
+        let checked = self.rules.check(ev, &mut |_, f| batch.push(f));
+        let from_rules = batch.len();
+        if let Some(t) = &mut self.token {
+            t.check(ev, &mut batch);
+        }
+        if batch.len() > from_rules && from_rules > 0 {
+            for id in supersede(&mut batch, from_rules) {
+                // Never reported later either (another stage of the request).
+                self.seen.insert(key(&id), fp);
+            }
+        }
         let seen = &mut self.seen;
         let mut reused = false;
-        let checked = self
-            .rules
-            .check(ev, &mut |_, mut f| match seen.get(&key(&f.id)) {
+        for mut f in batch.drain(..) {
+            match seen.get(&key(&f.id)) {
                 None => {
                     seen.insert(key(&f.id), fp);
                     found(f);
@@ -107,7 +144,9 @@ impl Detector {
                         found(f);
                     }
                 }
-            });
+            }
+        }
+        self.batch = batch;
         if reused {
             let alias = format!("{}#{fp:016x}", ev.audit_id());
             let f = pipeline::audit_id_reused(ev, &alias);
@@ -129,6 +168,38 @@ impl Detector {
             found(f);
         }
     }
+}
+
+/// Drops the rule findings (`batch[..from_rules]`) that a token finding
+/// after them supersedes; the token finding takes the higher severity and
+/// names the rule it refines. Returns the dropped findings' ids.
+fn supersede(batch: &mut Vec<Finding>, from_rules: usize) -> Vec<String> {
+    let mut dropped = vec![false; from_rules];
+    for i in from_rules..batch.len() {
+        let replaces = token::supersedes(&batch[i].rule_id);
+        for (j, gone) in dropped.iter_mut().enumerate() {
+            if replaces.contains(&batch[j].rule_id.as_str()) {
+                *gone = true;
+                let (sev, rule) = (batch[j].severity, batch[j].rule_id.clone());
+                let f = &mut batch[i];
+                f.severity = f.severity.max(sev);
+                if let serde_json::Value::Object(d) = &mut f.details {
+                    d.insert("refines".into(), rule.into());
+                }
+            }
+        }
+    }
+    let mut ids = Vec::new();
+    let mut i = 0;
+    batch.retain(|f| {
+        let keep = i >= from_rules || !dropped[i];
+        if !keep {
+            ids.push(f.id.clone());
+        }
+        i += 1;
+        keep
+    });
+    ids
 }
 
 /// A finding id as 16 bytes (ids are 32 hex digits).

@@ -205,6 +205,12 @@ pub struct RuleSet {
 impl RuleSet {
     /// Loads the built-in catalogue, then the given rule directories or files.
     pub fn load(extra: &[PathBuf]) -> Result<RuleSet, LoadError> {
+        RuleSet::load_with(extra, Vec::new())
+    }
+
+    /// Like [`RuleSet::load`], then `more` (rule text made from the
+    /// configuration, e.g. its `detection.disable`).
+    pub fn load_with(extra: &[PathBuf], more: Vec<RuleSource>) -> Result<RuleSet, LoadError> {
         let mut sources = super::builtin_sources();
         let mut errors = Vec::new();
         for path in extra {
@@ -216,6 +222,7 @@ impl RuleSet {
         if !errors.is_empty() {
             return Err(LoadError(errors));
         }
+        sources.extend(more);
         RuleSet::compile(&sources)
     }
 

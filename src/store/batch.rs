@@ -24,6 +24,8 @@ pub struct Batch {
     pub quarantine: Vec<QuarantineRow>,
     pub coverage: Vec<CoverageDelta>,
     pub checkpoints: Vec<SourceCheckpoint>,
+    /// Detector snapshots (name, bytes) that replace the stored ones.
+    pub state: Vec<(String, Vec<u8>)>,
 }
 
 /// An input that could not be decoded, kept with its raw bytes.
@@ -105,7 +107,8 @@ fn prepare(f: &Finding) -> Result<Prepared<'_>, Error> {
 impl Store {
     /// Commits `batch` in one transaction: its new findings (linked into the
     /// hash chain), its quarantine rows, its coverage counts (added to what
-    /// is there) and its source checkpoints (replacing what is there).
+    /// is there), its source checkpoints and detector state (replacing what
+    /// is there).
     ///
     /// Returns one [`Inserted`] per finding, in order. On error nothing of
     /// the batch is stored, and the source must not ack it.
@@ -227,6 +230,18 @@ impl Store {
                 k.execute(params![s.source, s.key, s.position, now])
                     .map_err(sql("write a source checkpoint"))?;
             }
+
+            let mut d = tx
+                .prepare_cached(
+                    "INSERT INTO detector_state (name, state, updated_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET
+                         state = excluded.state, updated_at = excluded.updated_at",
+                )
+                .map_err(sql("prepare the detector state update"))?;
+            for (name, state) in &batch.state {
+                d.execute(params![name, state, now])
+                    .map_err(sql("write detector state"))?;
+            }
         }
         tx.commit().map_err(sql("commit a batch"))?;
         let new = out
@@ -240,6 +255,19 @@ impl Store {
             "batch committed"
         );
         Ok(out)
+    }
+
+    /// The detector snapshot last committed under `name`.
+    pub fn detector_state(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT state FROM detector_state WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("read detector state"))
     }
 
     /// The position last committed for `source` and `key`, to resume from.
@@ -336,13 +364,19 @@ mod tests {
                 key: "k8s-audit/0".into(),
                 position: "41".into(),
             }],
+            state: vec![("token".into(), b"one".to_vec())],
             ..Batch::default()
         };
         store.commit(&batch).unwrap();
         let mut next = batch.clone();
         next.quarantine.clear();
         next.checkpoints[0].position = "99".into();
+        next.state[0].1 = b"two".to_vec();
         store.commit(&next).unwrap();
+        assert_eq!(
+            store.detector_state("token").unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
 
         let (raw_len, kept): (i64, i64) = store
             .conn()
@@ -409,6 +443,7 @@ mod tests {
                 key: "boom".into(),
                 position: "10".into(),
             }],
+            state: vec![("token".into(), b"{}".to_vec())],
         };
         let err = store.commit(&batch).unwrap_err();
         assert!(err.to_string().contains("forced failure"), "{err}");
@@ -422,6 +457,7 @@ mod tests {
         assert_eq!(count(&store, "quarantine"), 0);
         assert_eq!(count(&store, "coverage"), 0);
         assert_eq!(count(&store, "source_checkpoints"), 0);
+        assert_eq!(store.detector_state("token").unwrap(), None);
         // The chain is untouched and the next batch continues it.
         let out = store
             .commit(&Batch {

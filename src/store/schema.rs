@@ -14,6 +14,8 @@
 //! - `quarantine`, `coverage`, `source_checkpoints`: written with the
 //!   findings of the same batch.
 //! - `alert_outbox`: one row per finding and sink (the alerting issue).
+//! - `detector_state`: the stateful detectors' snapshots, written with the
+//!   batch whose events they have seen.
 //! - `chain_checkpoints`: signed chain heads; `chain_anchor`: where the chain
 //!   restarts after retention pruned its oldest rows.
 
@@ -110,6 +112,14 @@ CREATE TABLE chain_anchor (
     pruned_rows INTEGER NOT NULL,            -- rows pruned so far, in total
     cutoff      INTEGER NOT NULL,            -- the last prune's cutoff, unix seconds
     pruned_at   INTEGER NOT NULL
+);
+"#,
+    // 2: stateful detectors' state, written with the batch it reflects.
+    r#"
+CREATE TABLE detector_state (
+    name       TEXT PRIMARY KEY,             -- e.g. 'token'
+    state      BLOB NOT NULL,                -- the detector's own snapshot format
+    updated_at INTEGER NOT NULL
 );
 "#,
 ];

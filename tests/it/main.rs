@@ -7,6 +7,7 @@ mod evidence;
 mod falco;
 mod rules;
 mod scan;
+mod token;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

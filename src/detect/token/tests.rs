@@ -1,0 +1,349 @@
+//! Unit tests of the token detectors through [`Detector`]: the cases the
+//! scenario fixtures do not isolate (escalations, throttles, refinements of
+//! catalogue rules, bounded state, snapshots).
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::detect::{Detector, RuleSet};
+
+fn config(yaml: &str) -> Config {
+    Config::parse(yaml).unwrap()
+}
+
+const PROD: &str = "detection:\n  clusters:\n    default:\n      pod_cidrs: [10.244.0.0/16]\n      node_cidrs: [10.0.0.0/20]\n      trusted_user_agents: ['argocd/*']\n      automation_identities: ['system:serviceaccount:vault:*']\n";
+
+fn detector(cfg: &Config) -> Detector {
+    Detector::with_token(
+        Arc::new(RuleSet::load(&[]).unwrap()),
+        TokenDetector::new(cfg).unwrap(),
+    )
+}
+
+/// An event: `base` fields overridden by `over`.
+fn ev(n: usize, over: Value) -> String {
+    let mut base = json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
+        "auditID": format!("a-{n}"), "stage": "ResponseComplete",
+        "requestURI": "/api/v1/namespaces/shop/configmaps", "verb": "list",
+        "user": {"username": "system:serviceaccount:shop:web", "groups": ["system:authenticated"]},
+        "sourceIPs": ["10.244.1.23"], "userAgent": "web/v0.0.0 (linux/amd64) kubernetes/$Format",
+        "objectRef": {"resource": "configmaps", "namespace": "shop", "apiVersion": "v1"},
+        "responseStatus": {"metadata": {}, "code": 200},
+        "requestReceivedTimestamp": format!("2026-11-03T10:00:{:02}.000000Z", n % 60),
+        "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""}
+    });
+    if let (Value::Object(b), Value::Object(o)) = (&mut base, over) {
+        for (k, v) in o {
+            b.insert(k, v);
+        }
+    }
+    base.to_string()
+}
+
+fn run(d: &mut Detector, events: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for raw in events {
+        let e = crate::event::AuditEvent::parse(raw).unwrap();
+        d.check(&e, &mut |f| {
+            out.push((f.rule_id.clone(), f.severity.to_string()))
+        });
+    }
+    out
+}
+
+fn ids(found: &[(String, String)]) -> Vec<&str> {
+    found.iter().map(|(r, _)| r.as_str()).collect()
+}
+
+#[test]
+fn person_reading_a_secret_is_one_finding_not_two() {
+    let mut d = detector(&config(PROD));
+    let read = ev(
+        1,
+        json!({
+            "verb": "get", "requestURI": "/api/v1/namespaces/shop/secrets/db",
+            "user": {"username": "carol@example.com"}, "sourceIPs": ["198.51.100.4"],
+            "objectRef": {"resource": "secrets", "namespace": "shop", "name": "db", "apiVersion": "v1"}
+        }),
+    );
+    let found = run(
+        &mut d,
+        &[read.clone(), read.replace("ResponseComplete", "Panic")],
+    );
+    // token-secret-read replaces k8s-secret-get (which would say medium).
+    assert!(
+        found.contains(&("token-secret-read".into(), "medium".into())),
+        "{found:?}"
+    );
+    assert!(!ids(&found).contains(&"k8s-secret-get"), "{found:?}");
+    // In kube-system, the catalogue's rule speaks alone.
+    let kube = read
+        .replace("namespaces/shop", "namespaces/kube-system")
+        .replace(r#""namespace":"shop""#, r#""namespace":"kube-system""#);
+    let found = run(&mut d, &[kube.replace("a-1", "a-2")]);
+    assert!(
+        ids(&found).contains(&"secret-read-kube-system"),
+        "{found:?}"
+    );
+    assert!(!ids(&found).contains(&"token-secret-read"), "{found:?}");
+}
+
+#[test]
+fn token_secret_creation_refines_the_catalogue_rule() {
+    let mut d = detector(&config(PROD));
+    let create = ev(
+        1,
+        json!({
+            "level": "Request", "verb": "create", "requestURI": "/api/v1/namespaces/kube-system/secrets",
+            "user": {"username": "mallory@example.com"},
+            "objectRef": {"resource": "secrets", "namespace": "kube-system", "name": "cac-token", "apiVersion": "v1"},
+            "responseStatus": {"code": 201},
+            "requestObject": {"kind": "Secret", "type": "kubernetes.io/service-account-token",
+                "metadata": {"name": "cac-token", "annotations": {"kubernetes.io/service-account.name": "clusterrole-aggregation-controller"}}}
+        }),
+    );
+    let found = run(&mut d, &[create]);
+    assert!(
+        found.contains(&("token-secret-read".into(), "high".into())),
+        "{found:?}"
+    );
+    assert!(
+        !ids(&found).contains(&"service-account-token-secret-created"),
+        "{found:?}"
+    );
+    // Disabled, the catalogue rule is back.
+    let mut d = detector(&config("detection:\n  disable: [token-secret-read]\n"));
+    let create = ev(
+        2,
+        json!({
+            "level": "Request", "verb": "create", "requestURI": "/api/v1/namespaces/ci/secrets",
+            "user": {"username": "mallory@example.com"},
+            "objectRef": {"resource": "secrets", "namespace": "ci", "name": "t", "apiVersion": "v1"},
+            "responseStatus": {"code": 201},
+            "requestObject": {"kind": "Secret", "type": "kubernetes.io/service-account-token", "metadata": {"name": "t"}}
+        }),
+    );
+    assert!(ids(&run(&mut d, &[create])).contains(&"service-account-token-secret-created"));
+}
+
+fn token_request(n: usize, user: &str, ns: &str, seconds: Option<i64>) -> String {
+    let mut body =
+        json!({"kind": "TokenRequest", "spec": {"audiences": ["https://kubernetes.default.svc"]}});
+    if let Some(s) = seconds {
+        body["spec"]["expirationSeconds"] = s.into();
+    }
+    ev(
+        n,
+        json!({
+            "level": "Request", "verb": "create",
+            "requestURI": format!("/api/v1/namespaces/{ns}/serviceaccounts/app/token"),
+            "user": {"username": user}, "sourceIPs": ["10.0.1.11"],
+            "objectRef": {"resource": "serviceaccounts", "namespace": ns, "name": "app", "subresource": "token", "apiVersion": "v1"},
+            "responseStatus": {"code": 201}, "requestObject": body,
+            "annotations": {"authentication.kubernetes.io/issued-credential-id": format!("JTI=issued-{n}")}
+        }),
+    )
+}
+
+#[test]
+fn minted_by_user_escalates_for_long_tokens_and_kube_system() {
+    let mut d = detector(&config(PROD));
+    let found = run(
+        &mut d,
+        &[
+            token_request(1, "dave@example.com", "shop", Some(3600)),
+            token_request(2, "dave@example.com", "shop", Some(90 * 86_400)),
+            token_request(3, "dave@example.com", "kube-system", None),
+            token_request(4, "system:node:node-a", "shop", Some(3607)),
+            token_request(
+                5,
+                "system:kube-controller-manager",
+                "kube-system",
+                Some(3600),
+            ),
+            token_request(6, "system:serviceaccount:vault:vault", "shop", Some(600)),
+        ],
+    );
+    let minted: Vec<&str> = found
+        .iter()
+        .filter(|(r, _)| r == "token-minted-by-user")
+        .map(|(_, s)| s.as_str())
+        .collect();
+    assert_eq!(minted, ["medium", "high", "high"], "{found:?}");
+}
+
+#[test]
+fn forbidden_burst_counts_requests_not_copies() {
+    let mut d = detector(&config(PROD));
+    let denied = |n: usize| {
+        ev(
+            n,
+            json!({
+                "requestURI": "/api/v1/nodes", "objectRef": {"resource": "nodes", "apiVersion": "v1"},
+                "responseStatus": {"code": 403},
+                "annotations": {"authorization.k8s.io/decision": "forbid"}
+            }),
+        )
+    };
+    // One request delivered ten times is one refusal.
+    let copies: Vec<String> = (0..10).map(|_| denied(1)).collect();
+    assert!(!ids(&run(&mut d, &copies)).contains(&"token-forbidden-burst"));
+    let many: Vec<String> = (2..=12).map(denied).collect();
+    let found = run(&mut d, &many);
+    assert_eq!(
+        found
+            .iter()
+            .filter(|(r, _)| r == "token-forbidden-burst")
+            .count(),
+        1,
+        "{found:?}"
+    );
+}
+
+#[test]
+fn repeated_reports_are_throttled_per_identity() {
+    let mut d = detector(&config(PROD));
+    let legacy = |n: usize, ts: &str| {
+        let mut e: Value = serde_json::from_str(&ev(n, json!({
+            "user": {"username": "system:serviceaccount:old:default"},
+            "annotations": {"authentication.k8s.io/legacy-token": "system:serviceaccount:old:default"}
+        })))
+        .unwrap();
+        e["requestReceivedTimestamp"] = ts.into();
+        e.to_string()
+    };
+    let found = run(
+        &mut d,
+        &[
+            legacy(1, "2026-11-03T10:00:00Z"),
+            legacy(2, "2026-11-03T11:00:00Z"),
+            legacy(3, "2026-11-04T10:00:01Z"),
+        ],
+    );
+    assert_eq!(
+        ids(&found),
+        ["legacy-token-used", "legacy-token-used"],
+        "{found:?}"
+    );
+}
+
+#[test]
+fn interactive_client_respects_trusted_agents_and_automation() {
+    let mut d = detector(&config(PROD));
+    let mk = |n: usize, user: &str, ua: &str| {
+        ev(
+            n,
+            json!({"user": {"username": user}, "userAgent": ua, "sourceIPs": ["10.0.1.11"]}),
+        )
+    };
+    let found = run(
+        &mut d,
+        &[
+            mk(1, "system:serviceaccount:shop:web", "curl/8.5.0"),
+            mk(
+                2,
+                "system:serviceaccount:argocd:server",
+                "argocd/v2.11.3 (linux/amd64)",
+            ),
+            mk(3, "system:serviceaccount:vault:vault", "kubectl/v1.30.4"),
+            mk(4, "system:serviceaccount:shop:api", "Go-http-client/1.1"),
+            mk(5, "system:serviceaccount:shop:api", "my-go-http-client/1.1"),
+        ],
+    );
+    assert_eq!(
+        ids(&found),
+        ["token-interactive-client", "token-interactive-client"],
+        "{found:?}"
+    );
+}
+
+#[test]
+fn without_networks_private_ranges_are_internal() {
+    let mut d = detector(&Config::default());
+    let mk = |n: usize, ip: &str| ev(n, json!({"sourceIPs": [ip]}));
+    let found = run(
+        &mut d,
+        &[mk(1, "10.1.2.3"), mk(2, "192.168.7.7"), mk(3, "100.64.3.3")],
+    );
+    assert!(found.is_empty(), "{found:?}");
+    let found = run(&mut d, &[mk(4, "8.8.8.8")]);
+    assert_eq!(ids(&found), ["token-outside-cluster"]);
+}
+
+#[test]
+fn state_is_bounded_and_evictions_are_counted() {
+    let cfg = config("detection:\n  token: {max_entries: 16, max_clusters: 2}\n");
+    let mut t = TokenDetector::new(&cfg).unwrap();
+    let mut out = Vec::new();
+    for n in 0..5000 {
+        let raw = ev(
+            n,
+            json!({
+                "user": {"username": format!("system:serviceaccount:ns{n}:sa"),
+                         "extra": {"authentication.kubernetes.io/credential-id": [format!("JTI={n}")]}},
+                "sourceIPs": [format!("10.{}.{}.{}", n % 3, n / 256 % 256, n % 256)],
+                "cluster": format!("c{}", n % 3),
+            }),
+        );
+        let mut e = crate::event::AuditEvent::parse(&raw).unwrap();
+        e.cluster = Some(format!("c{}", n % 3).into());
+        t.check(&e, &mut out);
+    }
+    let s = t.stats();
+    assert!(s.clusters <= 2, "{s:?}");
+    assert!(s.entries <= 2 * 7 * 16, "{s:?}");
+    assert!(s.evictions > 5000, "{s:?}");
+}
+
+#[test]
+fn snapshot_restores_what_was_learned() {
+    let cfg = config(PROD);
+    let mut a = TokenDetector::new(&cfg).unwrap();
+    let mut out = Vec::new();
+    let kubelet = ev(
+        1,
+        json!({"user": {"username": "system:node:node-c"}, "sourceIPs": ["10.0.1.13"]}),
+    );
+    let mint = token_request(2, "dave@example.com", "shop", Some(3600));
+    for raw in [&kubelet, &mint] {
+        a.check(&crate::event::AuditEvent::parse(raw).unwrap(), &mut out);
+    }
+    let snap = a.take_snapshot().expect("state changed");
+    assert!(a.take_snapshot().is_none(), "nothing changed since");
+    let mut b = TokenDetector::new(&cfg).unwrap();
+    b.restore(&snap).unwrap();
+    assert_eq!(a.stats().entries, b.stats().entries);
+    // b knows node-c's address and the minted token.
+    let use_it = ev(
+        3,
+        json!({
+            "user": {"username": "system:serviceaccount:shop:app",
+                     "extra": {"authentication.kubernetes.io/credential-id": ["JTI=issued-2"],
+                               "authentication.kubernetes.io/node-name": ["node-a"],
+                               "authentication.kubernetes.io/pod-name": ["app-1"]}},
+            "sourceIPs": ["10.0.1.13"], "userAgent": "app/1.0"
+        }),
+    );
+    let mut found = Vec::new();
+    b.check(
+        &crate::event::AuditEvent::parse(&use_it).unwrap(),
+        &mut found,
+    );
+    let rules: Vec<&str> = found.iter().map(|f| f.rule_id.as_str()).collect();
+    assert_eq!(
+        rules,
+        [
+            "token-bound-pod-elsewhere",
+            "token-issued-then-used-elsewhere"
+        ]
+    );
+    assert_eq!(found[0].details["address_node"], "node-c");
+    assert!(
+        b.restore(b"{\"version\":99,\"clock\":0,\"clusters\":[]}")
+            .is_err()
+    );
+    assert!(b.restore(b"not json").is_err());
+}
