@@ -144,7 +144,8 @@ pub struct TokenSettings {
     pub recon_window: i64,
     pub forbidden_burst: Burst,
     /// How long an issued credential id is remembered when the TokenRequest
-    /// does not say when it expires.
+    /// does not say when it expires (a Metadata-level log); otherwise its
+    /// own expiry counts.
     #[serde(deserialize_with = "duration")]
     pub issued_ttl: i64,
     /// legacy-token-used and stale-token report one identity at most once
@@ -179,7 +180,7 @@ impl Default for TokenSettings {
                 count: 10,
                 window: 300,
             },
-            issued_ttl: 86_400,
+            issued_ttl: 7 * 86_400,
             repeat_interval: 86_400,
             interactive_clients: [
                 "kubectl/",
@@ -215,6 +216,9 @@ impl Default for TokenSettings {
         }
     }
 }
+
+/// The longest window or interval accepted (keeps time arithmetic in range).
+const MAX_DURATION: i64 = 400 * 86_400;
 
 impl Config {
     /// Reads and validates a configuration file.
@@ -263,11 +267,14 @@ impl Config {
             ("issued_ttl", t.issued_ttl),
             ("repeat_interval", t.repeat_interval),
         ] {
-            if v <= 0 {
+            if v <= 0 || v > MAX_DURATION {
                 problems.push(format!(
-                    "detection.token.{name} must be longer than 0 (write e.g. 5m, 1h)"
+                    "detection.token.{name} must be longer than 0 and at most 400 days (write e.g. 5m, 1h, 30d)"
                 ));
             }
+        }
+        if t.forbidden_burst.count > 10_000 {
+            problems.push("detection.token.forbidden_burst.count must be at most 10000".to_owned());
         }
         if t.max_entries < 16 || t.max_clusters < 1 {
             problems.push(

@@ -53,6 +53,9 @@ pub enum ScanError {
 
 /// Findings held until their batch is committed.
 const BATCH_FINDINGS: usize = 1000;
+/// Detector state is written with a batch at most this often (and at the
+/// end of every input).
+const STATE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Counts for the summary line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -145,6 +148,7 @@ pub fn scan(
         err,
         source: String::new(),
         hours: HashMap::new(),
+        state_written: std::time::Instant::now(),
     };
     let mut ctx = Context::new(opts.limits);
     ctx.default_cluster = opts.config.cluster.as_deref();
@@ -160,7 +164,7 @@ pub fn scan(
         } else {
             run.path(path, &ctx);
         }
-        run.commit();
+        run.commit(true);
         run.out.fail()?;
     }
     run.out.printer.flush()?;
@@ -343,15 +347,27 @@ struct Run<'o> {
     source: String,
     /// `YYYY-MM-DDTHH` → the hour's Unix time (one parse per hour seen).
     hours: HashMap<String, i64>,
+    /// When the detector state was last committed.
+    state_written: std::time::Instant,
 }
 
 impl Run<'_> {
-    /// Commits what is pending with the token detectors' state.
-    fn commit(&mut self) {
+    /// Commits what is pending, with the token detectors' state when
+    /// `final_` (the end of an input) or when it was last written more than
+    /// [`STATE_EVERY`] ago: the state of a large cluster is megabytes, not
+    /// worth rewriting with every thousand findings. A scan that dies
+    /// between two is rerun from the start, so the lag loses nothing.
+    fn commit(&mut self, final_: bool) {
         if self.out.store.is_none() {
             return;
         }
-        let state = self.detector.token_mut().and_then(|t| t.take_snapshot());
+        let due = final_ || self.state_written.elapsed() >= STATE_EVERY;
+        let state = if due {
+            self.state_written = std::time::Instant::now();
+            self.detector.token_mut().and_then(|t| t.take_snapshot())
+        } else {
+            None
+        };
         self.out.commit(state);
     }
 
@@ -451,7 +467,7 @@ impl Sink for Run<'_> {
         let Run { detector, out, .. } = self;
         detector.check(ev, &mut |f| out.finding(f));
         if self.out.due() {
-            self.commit();
+            self.commit(false);
         }
     }
 
@@ -491,7 +507,7 @@ impl Sink for Run<'_> {
             detector.report(f, &mut |f| out.finding(f));
         }
         if self.out.due() {
-            self.commit();
+            self.commit(false);
         }
         let id = p
             .audit_id

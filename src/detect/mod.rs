@@ -92,7 +92,8 @@ impl Detector {
     }
 
     /// The rules and the stateful token detectors.
-    pub fn with_token(rules: Arc<RuleSet>, token: token::TokenDetector) -> Self {
+    pub fn with_token(rules: Arc<RuleSet>, mut token: token::TokenDetector) -> Self {
+        token.use_lists(&rules);
         Detector {
             token: Some(token),
             ..Detector::new(rules)

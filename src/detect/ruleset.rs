@@ -200,6 +200,8 @@ pub struct RuleSet {
     /// Indexes of enabled rules into `rules`.
     active: Vec<usize>,
     prefilter: Prefilter,
+    /// Every list, as finally defined (built-in, appended, replaced).
+    lists: BTreeMap<String, Vec<String>>,
 }
 
 impl RuleSet {
@@ -324,7 +326,14 @@ impl RuleSet {
             rules,
             active,
             prefilter,
+            lists,
         })
+    }
+
+    /// The items of list `name` (empty when there is none): the stateful
+    /// detectors honour the exceptions users write for the rules they refine.
+    pub fn list(&self, name: &str) -> &[String] {
+        self.lists.get(name).map_or(&[], |l| &l[..])
     }
 
     /// Every rule, enabled or not, in load order.

@@ -50,7 +50,7 @@ pub fn check(run: &mut Run<'_>, r: &Req<'_, '_>) {
                 Severity::High,
                 summary,
                 json!({
-                    "secret": secret,
+                    "secret_name": secret,
                     "source_ip": source_ip,
                     "user_agent": r.user_agent(),
                     "response_code": r.code,
@@ -81,8 +81,8 @@ pub fn check(run: &mut Run<'_>, r: &Req<'_, '_>) {
                 Severity::Low,
                 summary,
                 json!({
-                    "legacy_token": value,
-                    "secret": secret,
+                    "legacy_token_subject": value,
+                    "secret_name": secret,
                     "secret_kind": kind,
                     "source_ip": source_ip,
                     "user_agent": r.user_agent(),
@@ -110,7 +110,7 @@ pub fn check(run: &mut Run<'_>, r: &Req<'_, '_>) {
             Severity::Medium,
             summary,
             json!({
-                "stale_token": value,
+                "stale_warning": value,
                 "bound_pod": r.pod,
                 "credential_id": r.credential,
                 "source_ip": source_ip,

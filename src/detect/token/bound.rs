@@ -23,11 +23,27 @@ pub fn learn_node(run: &mut Run<'_>, r: &Req<'_, '_>) {
     if !run.nets.node_candidate(&addr) || addr.is_loopback() {
         return;
     }
-    run.state
-        .nodes
-        .entry(&node.to_owned(), Addrs::default)
-        .touch(addr, r.t, NODE_ADDRS);
-    run.state.node_of.insert(addr, node.to_owned());
+    // An address another node used recently stays that node's: a node
+    // credential used from it does not take it over (a stolen kubelet
+    // credential must not move a node's address to itself).
+    let owner = run.state.node_of.peek(&addr).cloned();
+    if let Some(other) = owner.as_deref().filter(|o| *o != node) {
+        let recent = run.state.nodes.peek(other).is_some_and(|a| {
+            a.0.iter()
+                .any(|(ip, t)| *ip == addr && r.t.saturating_sub(*t) < run.settings.replay_window)
+        });
+        if recent {
+            return;
+        }
+    }
+    if let Some(addrs) = run.state.nodes.entry(node, Addrs::default) {
+        addrs.touch(addr, r.t, NODE_ADDRS);
+    }
+    // Kubelets talk every few seconds: rewrite the reverse entry only when
+    // the address changed hands.
+    if owner.as_deref() != Some(node) {
+        run.state.node_of.insert(addr, node.to_owned());
+    }
 }
 
 /// A service-account or node identity authenticated from outside the
@@ -113,7 +129,7 @@ pub fn bound_pod_elsewhere(run: &mut Run<'_>, r: &Req<'_, '_>) {
     }
     let node_addrs: Vec<String> = r
         .bound_node
-        .and_then(|n| run.state.nodes.peek(&n.to_owned()))
+        .and_then(|n| run.state.nodes.peek(n))
         .map(|a| a.0.iter().map(|(ip, _)| ip.to_string()).collect())
         .unwrap_or_default();
     let at_node = node_addrs.iter().any(|a| *a == addr.to_string());
@@ -121,11 +137,19 @@ pub fn bound_pod_elsewhere(run: &mut Run<'_>, r: &Req<'_, '_>) {
     let in_pods = run.nets.pod(&addr);
     let pod = r.pod.unwrap_or("-");
     let node = r.bound_node.unwrap_or("-");
+    if at_node {
+        return;
+    }
+    // The bound node's addresses are not known yet (a fresh start, an
+    // evicted entry) and this could be one: a hostNetwork pod on its node.
+    if node_addrs.is_empty() && other.is_none() && run.nets.node_candidate(&addr) {
+        return;
+    }
     let why = match &other {
         Some(o) => format!(
             "{addr} is an address of node {o}, but the token is bound to pod {pod} on node {node}"
         ),
-        None if at_node || in_pods => return,
+        None if in_pods => return,
         None if node_addrs.is_empty() => format!(
             "{addr} is not in the pod networks ({}) and no address of node {node} has been seen yet",
             run.nets.describe()

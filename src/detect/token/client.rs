@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 
-use aho_corasick::{Anchored, Input};
 use serde_json::json;
 
 use super::rules::INTERACTIVE_CLIENT;
@@ -36,7 +35,14 @@ pub fn interactive(run: &mut Run<'_>, r: &Req<'_, '_>) {
         return;
     }
     let ua = r.user_agent();
-    let Some(m) = run.interactive.find(Input::new(ua).anchored(Anchored::Yes)) else {
+    // A product token anywhere in the user agent, at a token boundary: a
+    // leading space or a wrapper's prefix does not hide `curl/8.5.0`.
+    let Some(m) = run.interactive.find_iter(ua).find(|m| {
+        m.start() == 0
+            || ua.as_bytes().get(m.start() - 1).is_some_and(|b| {
+                b.is_ascii_whitespace() || matches!(b, b'(' | b';' | b',' | b'"' | b'\'')
+            })
+    }) else {
         return;
     };
     let Some(addr) = r.addr() else { return };

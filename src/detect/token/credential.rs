@@ -8,15 +8,13 @@ use serde_json::json;
 
 use super::bound::display_agent;
 use super::rules::{ISSUED_THEN_USED_ELSEWHERE, MINTED_BY_USER, REPLAYED};
-use super::state::{Addrs, Issued};
+use super::state::{Addrs, Ident, Issued, Place};
 use super::{CONTROLLER_MANAGER, Req, Run};
 use crate::finding::Severity;
 
 const ISSUED_ID: &str = "authentication.kubernetes.io/issued-credential-id";
 /// Addresses remembered per credential id.
 const CREDENTIAL_ADDRS: usize = 8;
-/// Kubernetes' default TokenRequest lifetime.
-const DEFAULT_EXPIRATION: i64 = 3600;
 
 /// token-replayed: one credential id from a second address within the window.
 pub fn replayed(run: &mut Run<'_>, r: &Req<'_, '_>) {
@@ -29,17 +27,38 @@ pub fn replayed(run: &mut Run<'_>, r: &Req<'_, '_>) {
     let Some(addr) = r.addr() else { return };
     // Loopback is the control-plane host itself, whichever address it
     // also uses: not a second place.
-    if run.nets.trusted(&addr) || addr.is_loopback() {
+    if addr.is_loopback() {
         return;
     }
+    let trusted = run.nets.trusted(&addr);
     let window = run.settings.replay_window;
-    let uses = run.state.creds.entry(&cred.to_owned(), Addrs::default);
-    uses.expire(r.t - window);
+    let Some(uses) = run.state.creds.entry(cred, Addrs::default) else {
+        return;
+    };
+    // The history (a few addresses, however old) says whether this address
+    // is new for the token; the window says whether it is a replay.
     let new_here = !uses.contains(&addr);
-    let others: Vec<(std::net::IpAddr, i64)> =
-        uses.0.iter().filter(|(a, _)| *a != addr).copied().collect();
+    let had_history = !uses.0.is_empty();
+    let others: Vec<(std::net::IpAddr, i64)> = uses
+        .0
+        .iter()
+        .filter(|(a, t)| *a != addr && r.t.saturating_sub(*t) <= window)
+        .copied()
+        .collect();
     uses.touch(addr, r.t, CREDENTIAL_ADDRS);
-    if !new_here || others.is_empty() || !run.enabled(REPLAYED) {
+    if new_here && had_history {
+        // For token-recon: this token just turned up somewhere new.
+        if let Some(id) = run.state.idents.entry(r.user, Ident::default) {
+            id.new_place = Some((Place::Addr(addr), r.t));
+        }
+    }
+    // Trusted addresses (CI runners, bastions) may share a token with
+    // each other; a use there is not a replay, nor a witness of one.
+    let others: Vec<_> = others
+        .into_iter()
+        .filter(|(a, _)| !run.nets.trusted(a))
+        .collect();
+    if trusted || !new_here || others.is_empty() || !run.enabled(REPLAYED) {
         return;
     }
     let external = !run.nets.internal(&addr) || others.iter().any(|(a, _)| !run.nets.internal(a));
@@ -90,6 +109,19 @@ struct Spec {
     bound_object_ref: Option<BoundObject>,
 }
 
+/// The TokenRequest as answered (RequestResponse level).
+#[derive(Deserialize, Default)]
+struct TokenResponse {
+    #[serde(default)]
+    status: Status,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Status {
+    expiration_timestamp: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct BoundObject {
     #[serde(default)]
@@ -122,9 +154,15 @@ pub fn minted(run: &mut Run<'_>, r: &Req<'_, '_>) {
     let issued = r.ev.annotation(ISSUED_ID).filter(|v| !v.is_empty());
     let expiration = body.spec.expiration_seconds;
     if let Some(id) = issued {
-        let ttl = expiration
-            .unwrap_or(DEFAULT_EXPIRATION)
-            .clamp(60, run.settings.issued_ttl.max(60));
+        // The real expiry when the response or the request says it; else
+        // issued_ttl. Memory is bounded by the table, not by the expiry.
+        let expires =
+            r.ev.response_object
+                .and_then(|raw| serde_json::from_str::<TokenResponse>(raw.get()).ok())
+                .and_then(|t| t.status.expiration_timestamp)
+                .and_then(|ts| crate::timespec::rfc3339_to_unix(&ts))
+                .or_else(|| expiration.map(|e| r.t.saturating_add(e.max(60))))
+                .unwrap_or_else(|| r.t.saturating_add(run.settings.issued_ttl));
         run.state.issued.insert(
             id.to_owned(),
             Issued {
@@ -132,9 +170,9 @@ pub fn minted(run: &mut Run<'_>, r: &Req<'_, '_>) {
                 addr: r.addr(),
                 family: r.family.to_string(),
                 service_account: sa.clone(),
-                request: r.ev.audit_id().to_owned(),
+                request: r.ev.audit_id().chars().take(64).collect(),
                 at: r.t,
-                expires: r.t + ttl,
+                expires,
                 reported: false,
             },
         );
@@ -193,11 +231,15 @@ pub fn issued_then_used(run: &mut Run<'_>, r: &Req<'_, '_>) {
         return;
     };
     let addr = r.addr();
+    // Handed to a trusted runner or bastion: where such tokens belong.
+    if addr.is_some_and(|a| run.nets.trusted(&a)) {
+        return;
+    }
     let enabled = run.enabled(ISSUED_THEN_USED_ELSEWHERE);
-    let Some(issued) = run.state.issued.get_mut(&cred.to_owned()) else {
+    let Some(issued) = run.state.issued.get_mut(cred) else {
         return;
     };
-    if issued.reported || r.t > issued.expires + 300 {
+    if issued.reported || r.t > issued.expires.saturating_add(300) {
         return;
     }
     let other_addr = addr.is_some() && issued.addr.is_some() && addr != issued.addr;

@@ -13,6 +13,21 @@ use crate::finding::Severity;
 
 /// Places remembered per identity.
 const PLACES: usize = 8;
+/// Distinct (verb, resource, namespace) a burst of refusals must span.
+const MIN_BURST_TARGETS: usize = 3;
+
+/// A short hash of several strings (length-prefixed, so no two lists collide
+/// by concatenation).
+fn fingerprint(parts: &[&str]) -> u64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p.as_bytes());
+    }
+    let d = h.finalize();
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
 
 /// Where `r` came from, as a place an identity is seen at.
 fn place(run: &Run<'_>, r: &Req<'_, '_>) -> Option<Place> {
@@ -26,14 +41,19 @@ fn place(run: &Run<'_>, r: &Req<'_, '_>) -> Option<Place> {
     Some(Place::Addr(addr))
 }
 
-/// Records where a service account was seen; a place it had not been
-/// before (when it had been somewhere) is remembered as new.
+/// Records where a service account without a token id (a legacy token)
+/// was seen; a place it had not been before (when it had been somewhere)
+/// is remembered as new. Tokens with an id are followed per token instead
+/// (`credential::replayed`): a pod keeps its address for its life, so a
+/// token at a new address is news, while a new pod is not.
 pub fn track(run: &mut Run<'_>, r: &Req<'_, '_>) {
-    if r.service_account.is_none() {
+    if r.service_account.is_none() || r.credential.is_some_and(|c| c.starts_with("JTI=")) {
         return;
     }
     let Some(p) = place(run, r) else { return };
-    let id = run.state.idents.entry(&r.user.to_owned(), Ident::default);
+    let Some(id) = run.state.idents.entry(r.user, Ident::default) else {
+        return;
+    };
     if let Some(e) = id.places.iter_mut().find(|(q, _)| *q == p) {
         e.1 = e.1.max(r.t);
         return;
@@ -55,11 +75,12 @@ pub fn recon(run: &mut Run<'_>, r: &Req<'_, '_>) {
         || ev.verb() != "create"
         || !r.succeeded()
         || run.automation(r.user)
+        || run.lists.self_review_users.contains(r.user)
     {
         return;
     }
     let window = run.settings.recon_window;
-    let Some(id) = run.state.idents.get_mut(&r.user.to_owned()) else {
+    let Some(id) = run.state.idents.entry(r.user, Ident::default) else {
         return;
     };
     let first = !id.reviewed;
@@ -118,19 +139,40 @@ pub fn forbidden_burst(run: &mut Run<'_>, r: &Req<'_, '_>) {
     }
     let count = run.settings.forbidden_burst.count;
     let window = run.settings.forbidden_burst.window;
-    let b = run.state.bursts.entry(&r.user.to_owned(), Burst::default);
-    if b.hits.iter().any(|(_, id)| id == ev.audit_id()) {
+    let fp = fingerprint(&[
+        ev.audit_id(),
+        ev.request_received_timestamp.as_deref().unwrap_or(""),
+        ev.verb(),
+        ev.request_uri.as_deref().unwrap_or(""),
+    ]);
+    let target = fingerprint(&[ev.verb(), ev.resource(), ev.subresource(), ev.namespace()]);
+    let Some(b) = run.state.bursts.entry(r.user, Burst::default) else {
+        return;
+    };
+    if b.hits.iter().any(|(_, f, _)| *f == fp) {
         return; // another copy of a request already counted
     }
-    b.hits.push_back((r.t, ev.audit_id().to_owned()));
-    while b.hits.front().is_some_and(|(t, _)| r.t - *t > window) || b.hits.len() > count {
+    b.hits.push_back((r.t, fp, target));
+    b.ids.push_back(ev.audit_id().chars().take(64).collect());
+    while b.hits.front().is_some_and(|(t, _, _)| r.t - *t > window) || b.hits.len() > count {
         b.hits.pop_front();
+        b.ids.pop_front();
     }
     if b.hits.len() < count || b.fired_at.is_some_and(|f| r.t >= f && r.t - f <= window) {
         return;
     }
+    // One request retried over and over (a controller missing one
+    // permission) is a misconfiguration, not a probe: a probe tries
+    // several things.
+    let mut targets: Vec<u64> = b.hits.iter().map(|(_, _, t)| *t).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    if targets.len() < MIN_BURST_TARGETS {
+        return;
+    }
     b.fired_at = Some(r.t);
-    let related: Vec<String> = b.hits.drain(..).map(|(_, id)| id).collect();
+    b.hits.clear();
+    let related: Vec<String> = b.ids.drain(..).collect();
     let severity = if r.in_cluster_identity() {
         Severity::High
     } else {
@@ -150,6 +192,7 @@ pub fn forbidden_burst(run: &mut Run<'_>, r: &Req<'_, '_>) {
         summary,
         json!({
             "count": count,
+            "distinct_requests": targets.len(),
             "window_seconds": window,
             "related": related,
             "source_ip": r.addr().map(|a| a.to_string()),

@@ -35,7 +35,7 @@ mod table;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind, StartKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ClusterConfig, Config, TokenSettings, glob_match};
@@ -68,6 +68,19 @@ pub struct TokenDetector {
     dirty: bool,
     /// Entries lost with clusters evicted whole.
     lost: u64,
+    /// Exceptions written for the catalogue rules the detectors refine.
+    lists: Lists,
+}
+
+/// Catalogue lists the detectors honour (see [`TokenDetector::use_lists`]).
+#[derive(Default)]
+pub struct Lists {
+    /// `rbac_self_review_users`: identities that check their own permissions
+    /// as their job (token-recon, refining rbac-self-permission-review).
+    pub self_review_users: HashSet<String>,
+    /// `secrets_token_controllers`: identities that create token secrets
+    /// (token-secret-read, refining service-account-token-secret-created).
+    pub token_controllers: HashSet<String>,
 }
 
 /// Counters for operators (a metric in the daemon, a line in `scan`).
@@ -125,6 +138,7 @@ pub struct Run<'s> {
     pub nets: Networks<'s>,
     pub state: &'s mut ClusterState,
     pub interactive: &'s AhoCorasick,
+    pub lists: &'s Lists,
     enabled: &'s [bool; rules::COUNT],
     out: &'s mut Vec<Finding>,
 }
@@ -156,12 +170,15 @@ impl Run<'_> {
 
     /// True once per `key` per `interval` seconds of event time: reports a
     /// workload would repeat on every request go out once.
+    /// An event older than the last report (the late stage of a long
+    /// request) neither reports nor moves the throttle back.
     pub fn first_in(&mut self, key: String, t: Time, interval: Time) -> bool {
-        if let Some(last) = self.state.reported.get_mut(&key)
-            && t >= *last
-            && t - *last < interval
-        {
-            return false;
+        if let Some(last) = self.state.reported.get_mut(&key) {
+            if t < last.saturating_add(interval) {
+                return false;
+            }
+            *last = t;
+            return true;
         }
         self.state.reported.insert(key, t);
         true
@@ -175,11 +192,19 @@ impl Run<'_> {
 }
 
 /// The state snapshot as stored.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Snapshot {
     version: u32,
     clock: Time,
     clusters: Vec<(String, ClusterSnapshot)>,
+}
+
+/// The same, written from the live state.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    version: u32,
+    clock: Time,
+    clusters: Vec<(&'a String, state::ClusterSnapshotRef<'a>)>,
 }
 
 const SNAPSHOT_VERSION: u32 = 1;
@@ -198,7 +223,6 @@ impl TokenDetector {
         let interactive = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostFirst)
-            .start_kind(StartKind::Anchored)
             .build(&d.token.interactive_clients)
             .map_err(|e| format!("detection.token.interactive_clients: {e}"))?;
         Ok(TokenDetector {
@@ -210,7 +234,18 @@ impl TokenDetector {
             clock: 0,
             dirty: false,
             lost: 0,
+            lists: Lists::default(),
         })
+    }
+
+    /// Takes the exception lists of the rules the detectors refine, so that
+    /// an identity exempted there is exempted here too.
+    pub fn use_lists(&mut self, rules: &crate::detect::RuleSet) {
+        let set = |name: &str| rules.list(name).iter().cloned().collect();
+        self.lists = Lists {
+            self_review_users: set("rbac_self_review_users"),
+            token_controllers: set("secrets_token_controllers"),
+        };
     }
 
     /// Ids in `disable` that name no token detector (for validation).
@@ -250,12 +285,13 @@ impl TokenDetector {
         self.clock = self.clock.max(t);
         let req = read(ev, cluster, cfg, t);
         let cap = self.settings.max_entries;
-        let key = cluster.to_owned();
-        if let Some((_, gone)) = self.state.make_room_for(&key) {
+        if let Some((_, gone)) = self.state.make_room_for(cluster) {
             // A whole cluster's state goes: count what it held.
             self.lost += gone.evictions() + gone.entries() as u64;
         }
-        let state = self.state.entry(&key, || ClusterState::new(cap));
+        let Some(state) = self.state.entry(cluster, || ClusterState::new(cap)) else {
+            return;
+        };
         self.dirty = true;
         let mut run = Run {
             settings: &self.settings,
@@ -263,6 +299,7 @@ impl TokenDetector {
             nets: Networks::new(cfg),
             state,
             interactive: &self.interactive,
+            lists: &self.lists,
             enabled: &self.enabled,
             out,
         };
@@ -287,13 +324,13 @@ impl TokenDetector {
             return None;
         }
         self.dirty = false;
-        let snap = Snapshot {
+        let snap = SnapshotRef {
             version: SNAPSHOT_VERSION,
             clock: self.clock,
             clusters: self
                 .state
                 .iter_oldest_first()
-                .map(|(k, v)| (k.clone(), v.snapshot()))
+                .map(|(k, v)| (k, v.snapshot()))
                 .collect(),
         };
         serde_json::to_vec(&snap).ok()

@@ -28,7 +28,9 @@ pub struct Source {
 pub fn pick(source_ips: &[impl AsRef<str>], proxies: &[IpNet]) -> Option<Source> {
     let ips: Vec<IpAddr> = source_ips
         .iter()
-        .filter_map(|s| s.as_ref().trim().parse().ok())
+        .filter_map(|s| s.as_ref().trim().parse::<IpAddr>().ok())
+        // `::ffff:10.244.1.5` is 10.244.1.5 (some envelopes write it so).
+        .map(|ip| ip.to_canonical())
         .collect();
     let pos = ips
         .iter()
@@ -52,6 +54,12 @@ impl<'c> Networks<'c> {
 
     fn configured(&self) -> bool {
         self.cfg.is_some_and(ClusterConfig::has_networks)
+    }
+
+    /// Some networks configured, but not both the pod and the node ones.
+    fn partial(&self) -> bool {
+        self.cfg
+            .is_some_and(|c| c.pod_cidrs.is_empty() || c.node_cidrs.is_empty())
     }
 
     fn any(nets: Option<&[IpNet]>, addr: &IpAddr) -> bool {
@@ -102,6 +110,9 @@ impl<'c> Networks<'c> {
                 Self::any(Some(&c.pod_cidrs), addr)
                     || Self::any(Some(&c.node_cidrs), addr)
                     || Self::any(Some(&c.service_cidrs), addr)
+                    // Pods or nodes not configured: where they live is
+                    // unknown, so the private ranges still count.
+                    || (self.partial() && private(addr))
             }
             _ => private(addr),
         }
@@ -109,7 +120,9 @@ impl<'c> Networks<'c> {
 
     /// A sentence on what counts as internal, for a finding's details.
     pub fn describe(&self) -> &'static str {
-        if self.configured() {
+        if self.configured() && self.partial() {
+            "the configured networks and the private address ranges (pod or node networks not configured)"
+        } else if self.configured() {
             "the configured pod, node and service networks"
         } else {
             "the private address ranges (no networks configured for this cluster)"
@@ -162,6 +175,10 @@ mod tests {
             pick(&["10.0.255.3"], &proxies).unwrap().addr,
             ip("10.0.255.3")
         );
+        assert_eq!(
+            pick(&["::ffff:10.244.1.5"], &[]).unwrap().addr,
+            ip("10.244.1.5")
+        );
     }
 
     #[test]
@@ -181,6 +198,14 @@ mod tests {
         assert!(n.node_candidate(&ip("10.0.0.4")) && !n.node_candidate(&ip("10.244.3.4")));
         // Configured networks replace the private ranges.
         assert!(!n.internal(&ip("172.16.0.1")));
+        // Only pods configured: nodes may be anywhere private.
+        let pods_only = crate::config::ClusterConfig {
+            pod_cidrs: vec![parse_net("10.244.0.0/16").unwrap()],
+            ..Default::default()
+        };
+        let p = Networks::new(Some(&pods_only));
+        assert!(p.internal(&ip("10.0.1.11")) && p.node_candidate(&ip("10.0.1.11")));
+        assert!(!p.node_candidate(&ip("10.244.1.1")) && !p.internal(&ip("203.0.113.1")));
         assert!(n.trusted(&ip("192.0.2.10")) && !n.internal(&ip("192.0.2.10")));
     }
 }

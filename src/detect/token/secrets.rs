@@ -22,6 +22,27 @@ fn system_identity(user: &str) -> bool {
     user.is_empty() || user.starts_with("system:") || user.starts_with("eks:")
 }
 
+/// The controller manager's own controllers, when it runs with
+/// `--use-service-account-credentials` (the namespace controller lists the
+/// secrets of every namespace it deletes, the garbage collector reads
+/// what it collects).
+fn control_plane_controller(user: &str) -> bool {
+    user.strip_prefix("system:serviceaccount:kube-system:")
+        .is_some_and(|name| {
+            name.ends_with("-controller")
+                || matches!(
+                    name,
+                    "generic-garbage-collector"
+                        | "horizontal-pod-autoscaler"
+                        | "persistent-volume-binder"
+                        | "token-cleaner"
+                        | "bootstrap-signer"
+                        | "legacy-service-account-token-cleaner"
+                        | "resourcequota-controller"
+                )
+        })
+}
+
 pub fn read(run: &mut Run<'_>, r: &Req<'_, '_>) {
     let ev = r.ev;
     if !run.enabled(SECRET_READ)
@@ -33,6 +54,9 @@ pub fn read(run: &mut Run<'_>, r: &Req<'_, '_>) {
     }
     let ns = ev.namespace();
     let verb = ev.verb();
+    if run.automation(r.user) || control_plane_controller(r.user) {
+        return;
+    }
     let source_ip = r.addr().map(|a| a.to_string());
     let (severity, why) = match verb {
         "get" | "list" | "watch" => {
@@ -47,7 +71,7 @@ pub fn read(run: &mut Run<'_>, r: &Req<'_, '_>) {
                     ),
                 ),
                 Some(_) => return,
-                None if system_identity(r.user) || run.automation(r.user) => return,
+                None if system_identity(r.user) => return,
                 None => (
                     Severity::Medium,
                     format!(
@@ -58,7 +82,7 @@ pub fn read(run: &mut Run<'_>, r: &Req<'_, '_>) {
         }
         "create" => {
             if r.user == CONTROLLER_MANAGER
-                || r.user == "system:serviceaccount:kube-system:tokens-controller"
+                || run.lists.token_controllers.contains(r.user)
                 || !created_token_secret(r)
             {
                 return;
@@ -74,6 +98,17 @@ pub fn read(run: &mut Run<'_>, r: &Req<'_, '_>) {
         }
         _ => return,
     };
+    // Informers list and re-watch on every resync: one report per identity,
+    // namespace and verb per window (each read of a named secret is its own).
+    if matches!(verb, "list" | "watch")
+        && !run.first_in(
+            format!("secrets|{}|{ns}|{verb}", r.user),
+            r.t,
+            run.settings.replay_window,
+        )
+    {
+        return;
+    }
     let target = if ev.name().is_empty() {
         format!("the secrets of {ns}")
     } else {
@@ -99,7 +134,7 @@ pub fn read(run: &mut Run<'_>, r: &Req<'_, '_>) {
         severity,
         summary,
         json!({
-            "secret": ev.name(),
+            "secret_name": ev.name(),
             "namespace": ns,
             "service_account": token_secret_account(r),
             "source_ip": source_ip,

@@ -39,11 +39,6 @@ impl Addrs {
     pub fn contains(&self, addr: &IpAddr) -> bool {
         self.0.iter().any(|(a, _)| a == addr)
     }
-
-    /// Forgets addresses not seen since `cutoff`.
-    pub fn expire(&mut self, cutoff: Time) {
-        self.0.retain(|(_, t)| *t >= cutoff);
-    }
 }
 
 /// A credential id issued by a TokenRequest.
@@ -95,8 +90,11 @@ pub struct Ident {
 /// Recent forbidden answers for one identity.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Burst {
-    /// (time, auditID), oldest first.
-    pub hits: VecDeque<(Time, String)>,
+    /// (time, request fingerprint, target hash), oldest first. A
+    /// fingerprint, not the auditID: a client chooses its auditID.
+    pub hits: VecDeque<(Time, u64, u64)>,
+    /// auditIDs of the hits (at most 64 characters each), for the finding.
+    pub ids: VecDeque<String>,
     pub fired_at: Option<Time>,
 }
 
@@ -111,27 +109,33 @@ pub struct ClusterState {
     pub reported: Table<String, Time>,
 }
 
-/// A cluster's state as written to the store.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// A cluster's state as read back from the store: what correctness needs
+/// across a restart (learned node addresses, issued credential ids, which
+/// identities have reviewed their permissions, the throttles). The
+/// short-window tables (token addresses, refusal counters) start empty.
+#[derive(Debug, Default, Deserialize)]
 pub struct ClusterSnapshot {
     #[serde(default)]
     nodes: Vec<(String, Addrs)>,
     #[serde(default)]
-    creds: Vec<(String, Addrs)>,
-    #[serde(default)]
     issued: Vec<(String, Issued)>,
     #[serde(default)]
-    idents: Vec<(String, Ident)>,
-    #[serde(default)]
-    bursts: Vec<(String, Burst)>,
+    reviewed: Vec<String>,
     #[serde(default)]
     reported: Vec<(String, Time)>,
 }
 
-fn dump<K: Clone + std::hash::Hash + Eq, V: Clone>(t: &Table<K, V>) -> Vec<(K, V)> {
-    t.iter_oldest_first()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+/// The same, written straight from the tables (no copy of the state).
+#[derive(Serialize)]
+pub struct ClusterSnapshotRef<'a> {
+    nodes: Vec<(&'a String, &'a Addrs)>,
+    issued: Vec<(&'a String, &'a Issued)>,
+    reviewed: Vec<&'a String>,
+    reported: Vec<(&'a String, &'a Time)>,
+}
+
+fn dump<K: std::hash::Hash + Eq + Clone, V>(t: &Table<K, V>) -> Vec<(&K, &V)> {
+    t.iter_oldest_first().collect()
 }
 
 fn load<K: Clone + std::hash::Hash + Eq, V>(t: &mut Table<K, V>, rows: Vec<(K, V)>) {
@@ -182,13 +186,16 @@ impl ClusterState {
             .filter(|n| Some(*n) != node)
     }
 
-    pub fn snapshot(&self) -> ClusterSnapshot {
-        ClusterSnapshot {
+    pub fn snapshot(&self) -> ClusterSnapshotRef<'_> {
+        ClusterSnapshotRef {
             nodes: dump(&self.nodes),
-            creds: dump(&self.creds),
             issued: dump(&self.issued),
-            idents: dump(&self.idents),
-            bursts: dump(&self.bursts),
+            reviewed: self
+                .idents
+                .iter_oldest_first()
+                .filter(|(_, i)| i.reviewed)
+                .map(|(k, _)| k)
+                .collect(),
             reported: dump(&self.reported),
         }
     }
@@ -201,10 +208,16 @@ impl ClusterState {
             }
         }
         load(&mut s.nodes, snap.nodes);
-        load(&mut s.creds, snap.creds);
         load(&mut s.issued, snap.issued);
-        load(&mut s.idents, snap.idents);
-        load(&mut s.bursts, snap.bursts);
+        for who in snap.reviewed {
+            s.idents.insert(
+                who,
+                Ident {
+                    reviewed: true,
+                    ..Ident::default()
+                },
+            );
+        }
         load(&mut s.reported, snap.reported);
         s
     }

@@ -4,6 +4,7 @@
 //! stream and however many identities an attacker invents. A snapshot lists
 //! the entries oldest first, so a restore rebuilds the same order.
 
+use std::borrow::Borrow;
 use std::hash::Hash;
 use std::num::NonZeroUsize;
 
@@ -23,22 +24,34 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
     }
 
     /// The entry for `k`, marked as recently used.
-    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+    pub fn get_mut<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.get_mut(k)
     }
 
     /// The entry for `k` without touching its age.
-    pub fn peek(&self, k: &K) -> Option<&V> {
+    pub fn peek<Q: Hash + Eq + ?Sized>(&self, k: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.map.peek(k)
     }
 
     /// The entry for `k`, created with `make` if missing (evicting the
-    /// least recently used entry when full).
-    pub fn entry(&mut self, k: &K, make: impl FnOnce() -> V) -> &mut V {
-        if !self.map.contains(k) && self.map.len() == self.map.cap().get() {
-            self.evictions += 1;
+    /// least recently used entry when full). The key is copied only when
+    /// the entry is new. Always `Some`; an `Option` so that callers need no
+    /// panic path.
+    pub fn entry<Q>(&mut self, k: &Q, make: impl FnOnce() -> V) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if !self.map.contains(k) {
+            self.insert(k.to_owned(), make());
         }
-        self.map.get_or_insert_mut(k.clone(), make)
+        self.map.get_mut(k)
     }
 
     pub fn insert(&mut self, k: K, v: V) {
@@ -51,7 +64,10 @@ impl<K: Hash + Eq + Clone, V> Table<K, V> {
 
     /// Evicts the least recently used entry when `k` is missing and the
     /// table is full, and returns it (so the caller can account for it).
-    pub fn make_room_for(&mut self, k: &K) -> Option<(K, V)> {
+    pub fn make_room_for<Q: Hash + Eq + ?Sized>(&mut self, k: &Q) -> Option<(K, V)>
+    where
+        K: Borrow<Q>,
+    {
         if self.map.contains(k) || self.map.len() < self.map.cap().get() {
             return None;
         }
@@ -89,7 +105,9 @@ mod tests {
         assert_eq!(t.evictions(), 1);
         t.insert("a", 9); // replacing is not an eviction
         assert_eq!(t.evictions(), 1);
-        *t.entry(&"d", || 4) += 1;
+        if let Some(d) = t.entry(&"d", || 4) {
+            *d += 1;
+        }
         assert_eq!(t.peek(&"d"), Some(&5));
         assert_eq!(t.evictions(), 2);
         let order: Vec<_> = t.iter_oldest_first().map(|(k, _)| *k).collect();
