@@ -27,6 +27,7 @@ pub mod event;
 pub mod export;
 pub mod finding;
 pub mod output;
+pub mod pipeline;
 pub mod redact;
 pub mod scan;
 pub mod store;

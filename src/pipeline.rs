@@ -1,0 +1,388 @@
+//! The pipeline core shared by `kaudit scan` and `kaudit run`: bytes from a
+//! source are decoded into events, detection turns them into findings, and
+//! findings, quarantined input, coverage counts, detector state and the
+//! source's checkpoint are committed to the store together. Only findings
+//! the store took as new are handed on (printed, alerted): a redelivered
+//! input adds nothing.
+//!
+//! [`Pipeline`] owns the detector and the store connection; what happens to
+//! a new finding or a problem with the input is the caller's [`Output`].
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use crate::decode::{self, Context, Problem, ProblemKind, Sink};
+use crate::detect::token::STATE_NAME;
+use crate::detect::{Detector, pipeline as found_in_pipeline};
+use crate::event::AuditEvent;
+use crate::finding::{DEFAULT_CLUSTER, Finding, Severity};
+use crate::store::{Batch, CoverageDelta, Inserted, QuarantineRow, SourceCheckpoint, Store};
+
+/// Findings (or quarantined inputs) held before a commit is due.
+pub const BATCH_FINDINGS: usize = 1000;
+/// Quarantined bytes held before a commit is due.
+const BATCH_QUARANTINE_BYTES: usize = 8 << 20;
+
+/// Where the pipeline's results go.
+pub trait Output {
+    /// A finding that is new: committed to the store, or, without a store,
+    /// not seen before in this run.
+    fn finding(&mut self, f: &Finding);
+    /// A problem with the input: `source:line: message`.
+    fn problem(&mut self, source: &str, line: u64, message: &str, audit_id: Option<&str>);
+    /// The output cannot take more (a closed pipe without a store): stop.
+    fn stopped(&self) -> bool {
+        false
+    }
+}
+
+/// Counts since the pipeline started.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub events: u64,
+    /// Inputs that are not audit events, oversized ones and unreadable
+    /// stretches included.
+    pub malformed: u64,
+    pub truncated: u64,
+    /// Records of an envelope that are not audit events (skipped on purpose).
+    pub skipped: u64,
+    /// New findings handed to the output.
+    pub findings: u64,
+    /// Findings the store already had (a redelivery, a rerun).
+    pub duplicates: u64,
+    pub max_severity: Option<Severity>,
+}
+
+pub struct Pipeline {
+    detector: Detector,
+    store: Option<Store>,
+    pending: Batch,
+    /// (cluster, hour, source) → (events, malformed, truncated).
+    coverage: HashMap<(String, i64, String), (u64, u64, u64)>,
+    pending_quarantine_bytes: usize,
+    /// `YYYY-MM-DDTHH` → the hour's Unix time (one parse per hour seen).
+    hours: HashMap<String, i64>,
+    state_written: Instant,
+    state_every: Duration,
+    store_error: Option<crate::store::Error>,
+    pub counts: Counts,
+}
+
+impl Pipeline {
+    /// A pipeline over `detector`, committing to `store` when there is one.
+    /// The token detectors' stored state is read back; when it cannot be,
+    /// the reason is returned beside the pipeline (detection starts afresh
+    /// rather than not at all).
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn new(
+        mut detector: Detector,
+        store: Option<Store>,
+    ) -> Result<(Pipeline, Option<String>), crate::store::Error> {
+        let mut warning = None;
+        if let (Some(s), Some(t)) = (&store, detector.token_mut())
+            && let Some(saved) = s.detector_state(STATE_NAME)?
+            && let Err(e) = t.restore(&saved)
+        {
+            warning = Some(format!("{e}; the token detectors start afresh"));
+        }
+        Ok((
+            Pipeline {
+                detector,
+                store,
+                pending: Batch::default(),
+                coverage: HashMap::new(),
+                pending_quarantine_bytes: 0,
+                hours: HashMap::new(),
+                state_written: Instant::now(),
+                state_every: Duration::from_secs(30),
+                store_error: None,
+                counts: Counts::default(),
+            },
+            warning,
+        ))
+    }
+
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    pub fn detector_mut(&mut self) -> &mut Detector {
+        &mut self.detector
+    }
+
+    pub fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The store failed: nothing more is committed until [`Pipeline::retry`].
+    pub fn store_error(&self) -> Option<&crate::store::Error> {
+        self.store_error.as_ref()
+    }
+
+    /// Takes the store error (the caller reports it), so a later commit is
+    /// tried again with what is still pending.
+    pub fn take_store_error(&mut self) -> Option<crate::store::Error> {
+        self.store_error.take()
+    }
+
+    /// Decodes `reader` (the input named `source`), detecting as it goes;
+    /// commits whenever a batch is full.
+    ///
+    /// # Errors
+    /// When the input cannot be read on (the rest of it is skipped).
+    pub fn feed(
+        &mut self,
+        reader: impl Read,
+        ctx: &Context<'_>,
+        out: &mut dyn Output,
+    ) -> Result<(), decode::Error> {
+        let mut feeder = Feeder {
+            p: self,
+            out,
+            source: ctx.source,
+        };
+        decode::decode(reader, ctx, &mut feeder)
+    }
+
+    /// Reports a finding made outside the rules (a silent stream), once.
+    pub fn report(&mut self, f: Finding, out: &mut dyn Output) {
+        let Pipeline {
+            detector, pending, ..
+        } = self;
+        let store = self.store.is_some();
+        let counts = &mut self.counts;
+        detector.report(f, &mut |f| {
+            if store {
+                pending.findings.push(f);
+            } else {
+                emit(counts, out, &f);
+            }
+        });
+    }
+
+    /// Whether input must stop: the store failed or the output is gone.
+    pub fn stopped(&self, out: &dyn Output) -> bool {
+        self.store_error.is_some() || out.stopped()
+    }
+
+    fn due(&self) -> bool {
+        self.pending.findings.len() >= BATCH_FINDINGS
+            || self.pending.quarantine.len() >= BATCH_FINDINGS
+            || self.pending_quarantine_bytes >= BATCH_QUARANTINE_BYTES
+    }
+
+    /// Commits what is pending with `checkpoints` (where the source has
+    /// read up to) and, when `final_` or when it was last written more than
+    /// 30 s ago, the detector state; hands the new findings to `out`.
+    /// Without a store this only forgets the coverage counts.
+    ///
+    /// # Errors
+    /// When the store refuses the batch; nothing of it is stored, and what
+    /// was pending stays pending for the next try.
+    pub fn commit(
+        &mut self,
+        final_: bool,
+        checkpoints: Vec<SourceCheckpoint>,
+        out: &mut dyn Output,
+    ) -> Result<(), CommitFailed> {
+        let Some(store) = &mut self.store else {
+            self.coverage.clear();
+            return Ok(());
+        };
+        if self.store_error.is_some() {
+            return Err(CommitFailed);
+        }
+        let mut batch = std::mem::take(&mut self.pending);
+        batch.checkpoints = checkpoints;
+        batch.coverage = self
+            .coverage
+            .iter()
+            .map(
+                |((cluster, hour, source), (events, malformed, truncated))| CoverageDelta {
+                    cluster: cluster.clone(),
+                    hour: *hour,
+                    source: source.clone(),
+                    events: *events,
+                    malformed: *malformed,
+                    truncated: *truncated,
+                },
+            )
+            .collect();
+        let state_due = final_ || self.state_written.elapsed() >= self.state_every;
+        if state_due && let Some(s) = self.detector.token_mut().and_then(|t| t.take_snapshot()) {
+            batch.state = vec![(STATE_NAME.to_owned(), s)];
+        }
+        if batch.findings.is_empty()
+            && batch.quarantine.is_empty()
+            && batch.coverage.is_empty()
+            && batch.state.is_empty()
+            && batch.checkpoints.is_empty()
+        {
+            return Ok(());
+        }
+        match store.commit(&batch) {
+            Ok(results) => {
+                if state_due {
+                    self.state_written = Instant::now();
+                }
+                self.coverage.clear();
+                self.pending_quarantine_bytes = 0;
+                for (f, r) in batch.findings.iter().zip(results) {
+                    match r {
+                        Inserted::New { .. } => emit(&mut self.counts, out, f),
+                        Inserted::Duplicate => self.counts.duplicates += 1,
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the batch for the next try (coverage is still counted
+                // in `self.coverage`); the state is written again then.
+                batch.checkpoints.clear();
+                batch.coverage.clear();
+                batch.state.clear();
+                self.pending = batch;
+                self.store_error = Some(e);
+                Err(CommitFailed)
+            }
+        }
+    }
+
+    /// The hour (Unix time of its start) an event belongs to.
+    fn hour_of(&mut self, time: Option<&str>) -> i64 {
+        let now_hour = || crate::timespec::now() / 3600 * 3600;
+        let Some(prefix) = time.and_then(|t| t.get(..13)) else {
+            return now_hour();
+        };
+        if let Some(h) = self.hours.get(prefix) {
+            return *h;
+        }
+        let h =
+            crate::timespec::rfc3339_to_unix(&format!("{prefix}:00:00Z")).unwrap_or_else(now_hour);
+        if self.hours.len() < 100_000 {
+            self.hours.insert(prefix.to_owned(), h);
+        }
+        h
+    }
+
+    fn count(&mut self, cluster: &str, hour: i64, source: &str, which: usize) {
+        if self.store.is_none() {
+            return;
+        }
+        let c = self
+            .coverage
+            .entry((cluster.to_owned(), hour, source.to_owned()))
+            .or_default();
+        match which {
+            0 => c.0 += 1,
+            1 => c.1 += 1,
+            _ => c.2 += 1,
+        }
+    }
+}
+
+/// A commit failed; [`Pipeline::take_store_error`] says why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitFailed;
+
+fn emit(counts: &mut Counts, out: &mut dyn Output, f: &Finding) {
+    counts.findings += 1;
+    counts.max_severity = counts.max_severity.max(Some(f.severity));
+    out.finding(f);
+}
+
+/// One input being decoded: the pipeline, the output and the input's name.
+struct Feeder<'p, 'o, 's> {
+    p: &'p mut Pipeline,
+    out: &'o mut dyn Output,
+    source: &'s str,
+}
+
+impl Feeder<'_, '_, '_> {
+    fn take(&mut self, f: Finding) {
+        if self.p.store.is_some() {
+            self.p.pending.findings.push(f);
+        } else {
+            emit(&mut self.p.counts, self.out, &f);
+        }
+    }
+
+    fn commit_if_due(&mut self) {
+        if self.p.due() {
+            // An error stops the input (`stopped`); the caller reports it.
+            let _ = self.p.commit(false, Vec::new(), self.out);
+        }
+    }
+}
+
+impl Sink for Feeder<'_, '_, '_> {
+    fn event(&mut self, ev: &AuditEvent<'_>) {
+        if self.p.stopped(self.out) {
+            return;
+        }
+        self.p.counts.events += 1;
+        if self.p.store.is_some() {
+            let hour = self.p.hour_of(ev.request_received_timestamp.as_deref());
+            let cluster = ev.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
+            self.p.count(cluster, hour, self.source, 0);
+        }
+        let mut found = Vec::new();
+        self.p.detector.check(ev, &mut |f| found.push(f));
+        for f in found {
+            self.take(f);
+        }
+        self.commit_if_due();
+    }
+
+    fn problem(&mut self, p: &Problem<'_>) {
+        match p.kind {
+            ProblemKind::Malformed | ProblemKind::Oversized => self.p.counts.malformed += 1,
+            ProblemKind::Truncated => self.p.counts.truncated += 1,
+        }
+        if self.p.store.is_some() {
+            let hour = self.p.hour_of(None);
+            let which = if p.kind == ProblemKind::Truncated {
+                2
+            } else {
+                1
+            };
+            self.p.count(DEFAULT_CLUSTER, hour, self.source, which);
+            // Quarantine keeps the input's bytes, with the secrets the
+            // redactor recognises in plain text replaced.
+            let row = QuarantineRow {
+                source: self.source.to_owned(),
+                position: format!("line {}", p.line),
+                kind: match p.kind {
+                    ProblemKind::Malformed => "malformed",
+                    ProblemKind::Oversized => "oversized",
+                    ProblemKind::Truncated => "truncated",
+                }
+                .into(),
+                error: p.error.to_string(),
+                audit_id: p.audit_id.map(str::to_owned),
+                raw: crate::redact::redact_bytes(p.sample),
+            };
+            self.p.pending_quarantine_bytes += row.raw.len();
+            self.p.pending.quarantine.push(row);
+        }
+        // Oversized and truncated events are findings too (evasion, a
+        // broken pipeline), not just lines on stderr.
+        if let Some(f) = found_in_pipeline::from_problem(p, self.source, DEFAULT_CLUSTER) {
+            let mut found = Vec::new();
+            self.p.detector.report(f, &mut |f| found.push(f));
+            for f in found {
+                self.take(f);
+            }
+        }
+        self.commit_if_due();
+        self.out
+            .problem(self.source, p.line, &p.error.to_string(), p.audit_id);
+    }
+
+    fn skipped(&mut self, _line: u64, _what: &'static str) {
+        self.p.counts.skipped += 1;
+    }
+}
