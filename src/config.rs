@@ -1,10 +1,10 @@
 //! The configuration file (`--config FILE`, YAML): typed, validated, with
 //! errors that name the file, the line and what to write instead.
 //!
-//! This module owns the shape of the file and its defaults. Today `scan`
-//! and `check` read `cluster`, `storage` and `detection`; the `sources`,
-//! `alerts` and `server` sections belong to the daemon and alerting and are
-//! accepted here but not yet read (`kaudit check` says so).
+//! This module owns the shape of the file and its defaults. `scan` reads
+//! `cluster` and `detection`; `kaudit run` also `storage`, `sources`,
+//! `server` and `stream` (typed in `daemon`); `alerts` belongs to alerting
+//! and is accepted but not yet read (`kaudit check` says so).
 //!
 //! ```yaml
 //! cluster: prod-eu-1
@@ -33,6 +33,9 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+mod daemon;
+pub use daemon::*;
+
 /// A problem with the configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -56,15 +59,18 @@ pub struct Config {
     pub storage: Option<Storage>,
     #[serde(default)]
     pub detection: Detection,
-    /// Read by the daemon (not yet built): accepted, not interpreted.
+    /// Where `kaudit run` reads audit events.
     #[serde(default)]
-    pub sources: Option<serde_yaml_ng::Value>,
+    pub sources: Vec<SourceConfig>,
     /// Read by alerting (not yet built): accepted, not interpreted.
     #[serde(default)]
     pub alerts: Option<serde_yaml_ng::Value>,
-    /// Read by the daemon's HTTP server (not yet built): accepted, not interpreted.
+    /// The daemon's operations server (/healthz, /readyz, /metrics).
     #[serde(default)]
-    pub server: Option<serde_yaml_ng::Value>,
+    pub server: Option<ServerConfig>,
+    /// Health of the audit stream (silence detection).
+    #[serde(default)]
+    pub stream: StreamConfig,
 }
 
 /// Where findings are kept.
@@ -294,11 +300,109 @@ impl Config {
                 }
             }
         }
+        problems.extend(self.validate_sources());
         if problems.is_empty() {
             Ok(())
         } else {
             Err(problems.join("\n"))
         }
+    }
+
+    fn validate_sources(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            let name = s.name(i);
+            if !names.insert(name.clone()) {
+                problems.push(format!("sources[{i}]: the name {name:?} is used twice"));
+            }
+            match s {
+                SourceConfig::File(f) if f.patterns().is_empty() => problems.push(format!(
+                    "sources[{i}] ({name}): a file source needs `path` or `paths`"
+                )),
+                SourceConfig::Kafka(k) => {
+                    if k.topic_list().is_empty() {
+                        problems.push(format!(
+                            "sources[{i}] ({name}): a kafka source needs `topic` or `topics`"
+                        ));
+                    }
+                    if let Some(c) = &k.cluster_from
+                        && !(c == "key"
+                            || c == "topic"
+                            || c.strip_prefix("header:").is_some_and(|h| !h.is_empty())
+                            || c.strip_prefix("fixed:").is_some_and(|h| !h.is_empty()))
+                    {
+                        problems.push(format!(
+                            "sources[{i}] ({name}): cluster_from {c:?}: write header:NAME, key, topic or fixed:NAME"
+                        ));
+                    }
+                }
+                SourceConfig::Webhook(w) => {
+                    if !w.path.starts_with('/') {
+                        problems.push(format!(
+                            "sources[{i}] ({name}): path {:?} must start with /",
+                            w.path
+                        ));
+                    }
+                    for (j, c) in w.clients.iter().enumerate() {
+                        let ways = usize::from(c.subject.is_some())
+                            + usize::from(
+                                c.token.is_some()
+                                    || c.token_env.is_some()
+                                    || c.token_file.is_some(),
+                            );
+                        if ways != 1 {
+                            problems.push(format!(
+                                "sources[{i}] ({name}): clients[{j}] needs exactly one of `subject` or a token"
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        problems
+    }
+
+    /// The rules: built-in, then `detection.rules`, then `extra` (--rules),
+    /// then `detection.disable` (the ids that are catalogue rules; the
+    /// token detectors read the list themselves). `origin` names the
+    /// configuration file in errors.
+    ///
+    /// # Errors
+    /// Every problem of every rule file, with file and line.
+    pub fn rules(
+        &self,
+        origin: Option<&Path>,
+        extra: &[PathBuf],
+    ) -> Result<crate::detect::RuleSet, crate::detect::LoadError> {
+        let mut paths = self.detection.rules.clone();
+        paths.extend(extra.iter().cloned());
+        let yaml_off: Vec<&String> = self
+            .detection
+            .disable
+            .iter()
+            .filter(|id| !crate::detect::token::TokenDetector::is_token_rule(id))
+            .collect();
+        let mut more = Vec::new();
+        if !yaml_off.is_empty() {
+            more.push(crate::detect::RuleSource {
+                name: format!(
+                    "{} (detection.disable)",
+                    origin.unwrap_or(Path::new("config")).display()
+                ),
+                text: format!(
+                    "disable: [{}]\n",
+                    yaml_off
+                        .iter()
+                        .map(|id| serde_json::Value::String((*id).clone()).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                dir: None,
+            });
+        }
+        crate::detect::RuleSet::load_with(&paths, more)
     }
 
     /// The settings of `cluster`: its own entry, else `default`, else none.
@@ -312,14 +416,8 @@ impl Config {
     /// What `kaudit check` reports about sections read by parts not built yet.
     pub fn unread_sections(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if self.sources.is_some() {
-            out.push("sources");
-        }
         if self.alerts.is_some() {
             out.push("alerts");
-        }
-        if self.server.is_some() {
-            out.push("server");
         }
         out
     }
@@ -396,6 +494,10 @@ fn nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    duration_de(d)
+}
+
+pub(crate) fn duration_de<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -437,7 +539,8 @@ detection:
   clusters:
     PROD-eu-1: {pod_cidrs: [10.244.0.0/16], node_cidrs: [10.0.0.0/20], service_cidrs: [10.96.0.0/12], trusted_cidrs: [192.0.2.10]}
   token: {replay_window: 2h, forbidden_burst: {count: 5, window: 60}}
-sources: [{type: kafka}]
+sources: [{type: stdin}]
+alerts: {sinks: []}
 "#,
         )
         .unwrap();
@@ -449,7 +552,8 @@ sources: [{type: kafka}]
         assert_eq!(cfg.detection.token.forbidden_burst.window, 60);
         assert_eq!(cfg.detection.token.recon_window, 600);
         assert!(cfg.cluster("other").is_none());
-        assert_eq!(cfg.unread_sections(), ["sources"]);
+        assert_eq!(cfg.unread_sections(), ["alerts"]);
+        assert_eq!(cfg.sources.len(), 1);
     }
 
     #[test]

@@ -21,14 +21,18 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod decode;
 pub mod detect;
 pub mod event;
 pub mod export;
 pub mod finding;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod redact;
 pub mod scan;
+pub mod server;
+pub mod source;
 pub mod store;
 pub mod timespec;

@@ -3,7 +3,7 @@
 //! `kaudit: <error>` and exit with status 2.
 
 use std::io::{self, IsTerminal};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -14,8 +14,8 @@ use std::sync::Arc;
 use kaudit::cli::evidence::{self, FilterArgs};
 use kaudit::config::Config;
 use kaudit::decode::Limits;
+use kaudit::detect::RuleSet;
 use kaudit::detect::token::TokenDetector;
-use kaudit::detect::{RuleSet, RuleSource};
 use kaudit::finding::Severity;
 use kaudit::output::Format;
 use kaudit::scan::{ScanError, ScanOptions, scan};
@@ -172,6 +172,17 @@ enum Command {
         #[command(flatten)]
         rules: RulesArg,
     },
+    /// Run the daemon: read the configured sources continuously, store
+    /// findings, serve /healthz, /readyz and /metrics. SIGTERM drains and
+    /// stops; SIGHUP reloads the rules.
+    Run {
+        /// The configuration file (YAML): storage, sources, server, detection.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// More rule files or directories (after the config's).
+        #[arg(long = "rules", value_name = "PATH")]
+        rule_paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -199,29 +210,7 @@ impl RulesArg {
     /// The rules: built-in, then the config's `detection.rules`, then
     /// --rules, then the config's `detection.disable`.
     fn load(&self, cfg: &Config) -> anyhow::Result<Arc<RuleSet>> {
-        let mut paths = cfg.detection.rules.clone();
-        paths.extend(self.rule_paths.iter().cloned());
-        let yaml_off: Vec<&String> = cfg
-            .detection
-            .disable
-            .iter()
-            .filter(|id| !TokenDetector::is_token_rule(id))
-            .collect();
-        let mut more = Vec::new();
-        if !yaml_off.is_empty() {
-            more.push(RuleSource {
-                name: format!(
-                    "{} (detection.disable)",
-                    self.config
-                        .as_deref()
-                        .unwrap_or(Path::new("config"))
-                        .display()
-                ),
-                text: format!("disable: {}\n", serde_json::to_string(&yaml_off)?),
-                dir: None,
-            });
-        }
-        RuleSet::load_with(&paths, more)
+        cfg.rules(self.config.as_deref(), &self.rule_paths)
             .map(Arc::new)
             .map_err(|e| anyhow::anyhow!("the rules have problems:\n{e}"))
     }
@@ -251,7 +240,12 @@ fn parse_severity(s: &str) -> Result<Severity, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let level = if matches!(cli.command, Command::Run { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(cli.log_format, level);
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -264,6 +258,10 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Rules { command } => rules_command(command),
+        Command::Run { config, rule_paths } => {
+            kaudit::daemon::run(&config, &rule_paths)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { rules } => {
             let cfg = rules.config()?;
             let set = rules.load(&cfg)?;
@@ -514,9 +512,11 @@ fn rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to stderr; `KAUDIT_LOG` (e.g. `debug`, `kaudit=trace`) sets the
+/// level, by default `info` for the daemon and `warn` for the commands.
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAUDIT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)

@@ -35,6 +35,8 @@ pub trait Output {
     fn stopped(&self) -> bool {
         false
     }
+    /// An event was decoded (for metrics and stream health).
+    fn event(&mut self, _ev: &AuditEvent<'_>) {}
 }
 
 /// Counts since the pipeline started.
@@ -324,6 +326,7 @@ impl Sink for Feeder<'_, '_, '_> {
             return;
         }
         self.p.counts.events += 1;
+        self.out.event(ev);
         if self.p.store.is_some() {
             let hour = self.p.hour_of(ev.request_received_timestamp.as_deref());
             let cluster = ev.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);

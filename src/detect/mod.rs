@@ -100,6 +100,15 @@ impl Detector {
         }
     }
 
+    /// Replaces the rules (a reload); what was reported and the token
+    /// detectors' state are kept.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        if let Some(t) = &mut self.token {
+            t.use_lists(&rules);
+        }
+        self.rules = rules;
+    }
+
     pub fn token(&self) -> Option<&token::TokenDetector> {
         self.token.as_ref()
     }

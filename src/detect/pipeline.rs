@@ -137,7 +137,26 @@ pub fn from_problem(p: &Problem<'_>, source: &str, cluster: &str) -> Option<Find
         Some(id) => format!("{} (auditID {id}, {source} line {})", p.error, p.line),
         None => format!("{} ({source} line {})", p.error, p.line),
     };
-    Some(Finding {
+    Some(event_less(
+        rule,
+        cluster,
+        audit_id,
+        summary,
+        json!({"source": source, "line": p.line, "error": p.error.to_string()}),
+    ))
+}
+
+/// A finding with no event behind it: a problem of the pipeline itself. Its
+/// evidence is empty (a quarantined event may hold secrets in the part
+/// that was cut off; a silence has no event at all).
+fn event_less(
+    rule: &RuleMeta,
+    cluster: &str,
+    audit_id: String,
+    summary: String,
+    details: serde_json::Value,
+) -> Finding {
+    Finding {
         id: finding_id(cluster, &audit_id, &rule.id),
         rule_id: rule.id.clone(),
         rule_title: rule.title.clone(),
@@ -161,11 +180,63 @@ pub fn from_problem(p: &Problem<'_>, source: &str, cluster: &str) -> Option<Find
         name: None,
         request_uri: None,
         summary,
-        details: json!({"source": source, "line": p.line, "error": p.error.to_string()}),
-        // The event itself is quarantined, not evidence: it may hold
-        // unredactable secrets in the part that was cut off.
+        details,
         evidence: serde_json::Value::Null,
-    })
+    }
+}
+
+pub static STREAM_SILENT: LazyLock<RuleMeta> = LazyLock::new(|| {
+    meta(
+        "audit-stream-silent",
+        "A cluster's audit events stopped arriving",
+        Severity::High,
+        "pipeline",
+        &["T1562.008"],
+    )
+});
+pub static STREAM_RESUMED: LazyLock<RuleMeta> = LazyLock::new(|| {
+    meta(
+        "audit-stream-resumed",
+        "A silent cluster's audit events arrive again",
+        Severity::Low,
+        "pipeline",
+        &[],
+    )
+});
+
+/// `cluster` sent events until `last` (Unix seconds) and nothing since,
+/// for longer than `after` seconds; `now` is when that was noticed.
+pub fn stream_silent(cluster: &str, last: i64, after: i64, now: i64) -> Finding {
+    let since = crate::timespec::unix_to_rfc3339(last);
+    let mut f = event_less(
+        &STREAM_SILENT,
+        cluster,
+        format!("pipeline:{cluster}:audit-stream-silent:{since}"),
+        format!(
+            "no audit event from cluster {cluster} since {since} ({} minutes): an audit policy change, a stopped API server log backend or a broken pipeline looks like this",
+            (now - last) / 60
+        ),
+        json!({"last_event_at": since, "silent_for_seconds": now - last, "threshold_seconds": after}),
+    );
+    f.time = Some(crate::timespec::unix_to_rfc3339(now));
+    f
+}
+
+/// `cluster`, silent since `last`, sent an event again at `now`.
+pub fn stream_resumed(cluster: &str, last: i64, now: i64) -> Finding {
+    let since = crate::timespec::unix_to_rfc3339(last);
+    let mut f = event_less(
+        &STREAM_RESUMED,
+        cluster,
+        format!("pipeline:{cluster}:audit-stream-resumed:{since}"),
+        format!(
+            "audit events from cluster {cluster} arrive again after {} minutes of silence (since {since}); the gap is not covered",
+            (now - last) / 60
+        ),
+        json!({"silent_from": since, "resumed_at": crate::timespec::unix_to_rfc3339(now), "gap_seconds": now - last}),
+    );
+    f.time = Some(crate::timespec::unix_to_rfc3339(now));
+    f
 }
 
 /// Gives a finding the identity of `alias` (an auditID with a suffix).

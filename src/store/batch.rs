@@ -270,6 +270,19 @@ impl Store {
             .map_err(sql("read detector state"))
     }
 
+    /// Every (key, position) committed for `source`.
+    pub fn source_checkpoints(&self, source: &str) -> Result<Vec<(String, String)>, Error> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT key, position FROM source_checkpoints WHERE source = ?1")
+            .map_err(sql("read source checkpoints"))?;
+        let rows = q
+            .query_map(params![source], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql("read source checkpoints"))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(sql("read source checkpoints"))
+    }
+
     /// The position last committed for `source` and `key`, to resume from.
     pub fn source_checkpoint(&self, source: &str, key: &str) -> Result<Option<String>, Error> {
         use rusqlite::OptionalExtension;

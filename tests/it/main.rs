@@ -2,6 +2,7 @@
 //! stdin and exit codes, over the committed fixtures and the peer events in
 //! ../shared/peers.
 
+mod daemon;
 mod docs;
 mod evidence;
 mod falco;

@@ -1,0 +1,210 @@
+//! `kaudit run`: the daemon. It wires the configured sources to the
+//! pipeline thread (`engine`) over one bounded channel, serves the
+//! operations endpoints, and handles signals:
+//!
+//! - SIGTERM / SIGINT: sources stop taking input, the pipeline drains what
+//!   was sent, commits, and the process exits 0;
+//! - SIGHUP: the configuration file's rules are read again and replace the
+//!   running ones between two batches (no event is lost; detector state is
+//!   kept). Sources and networks need a restart.
+//!
+//! When every source has ended on its own (stdin at its end), the daemon
+//! stops too.
+
+pub mod engine;
+pub mod silence;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Config, SourceConfig};
+use crate::decode::Limits;
+use crate::detect::Detector;
+use crate::detect::token::TokenDetector;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::source::{Readiness, Work};
+use crate::store::Store;
+
+/// Batches waiting for the pipeline at most.
+const QUEUE: usize = 64;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the rules have problems:\n{0}")]
+    Rules(#[from] crate::detect::LoadError),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    #[error("cannot start: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the daemon until it is told to stop.
+///
+/// # Errors
+/// When the configuration, rules or store are unusable, or a listener
+/// cannot be bound.
+pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonError> {
+    let config = Arc::new(Config::load(config_path)?);
+    let storage = config.storage.as_ref().ok_or_else(|| {
+        DaemonError::Invalid(format!(
+            "{}: kaudit run needs storage.path (the findings database)",
+            config_path.display()
+        ))
+    })?;
+    if config.sources.is_empty() {
+        return Err(DaemonError::Invalid(format!(
+            "{}: kaudit run needs at least one source under `sources`",
+            config_path.display()
+        )));
+    }
+    let rules = Arc::new(config.rules(Some(config_path), extra_rules)?);
+    let token = TokenDetector::new(&config).map_err(DaemonError::Invalid)?;
+    let store = Store::open(&storage.path)?;
+    // Each source resumes from its committed positions.
+    let mut positions = Vec::new();
+    for (i, s) in config.sources.iter().enumerate() {
+        positions.push(store.source_checkpoints(&s.name(i))?);
+    }
+    let (pipeline, warning) = Pipeline::new(Detector::with_token(rules, token), Some(store))?;
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("kaudit-io")
+        .build()?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(engine::StoreHealth::default());
+    let readiness = Arc::new(Readiness::default());
+    let (tx, rx) = mpsc::channel::<Work>(QUEUE);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let engine = engine::Engine {
+        pipeline,
+        config: config.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        watch: silence::StreamWatch::new(config.stream.silence_after),
+        limits: Limits::default(),
+    };
+    let handle = runtime.handle().clone();
+    let engine_thread = std::thread::Builder::new()
+        .name("kaudit-pipeline".into())
+        .spawn(move || engine.run(handle, rx))?;
+
+    // The operations server.
+    let server_cfg = config.server.clone().unwrap_or_default();
+    let ops = crate::server::Ops {
+        metrics: metrics.clone(),
+        store: health.clone(),
+        sources: readiness.clone(),
+    };
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(server_cfg.listen))
+        .map_err(|e| DaemonError::Invalid(format!("server.listen {}: {e}", server_cfg.listen)))?;
+    let server = runtime.spawn(crate::server::serve(listener, ops, stop_rx.clone()));
+
+    // The sources. Threads that read blocking input (files) are joined at
+    // shutdown; stdin's may sit in a read forever and is left behind.
+    let mut threads = Vec::new();
+    let mut stdin_thread = None;
+    let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    for (i, (source, positions)) in config.sources.iter().zip(positions).enumerate() {
+        let name = source.name(i);
+        readiness.set(&name, Err("starting".into()));
+        match source {
+            SourceConfig::File(f) => {
+                let tailer = crate::source::file::FileTailer::new(
+                    &name,
+                    f.clone(),
+                    tx.clone(),
+                    stop.clone(),
+                    readiness.clone(),
+                    positions,
+                );
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("kaudit-file-{i}"))
+                        .spawn(move || tailer.run())?,
+                );
+            }
+            SourceConfig::Stdin(s) => {
+                let (s, tx, stop, ready) = (s.clone(), tx.clone(), stop.clone(), readiness.clone());
+                stdin_thread = Some(
+                    std::thread::Builder::new()
+                        .name("kaudit-stdin".into())
+                        .spawn(move || crate::source::stdin::run(&name, &s, tx, stop, ready))?,
+                );
+            }
+            SourceConfig::Webhook(_) | SourceConfig::Kafka(_) => {
+                return Err(DaemonError::Invalid(format!(
+                    "source {name}: this source type is not built yet"
+                )));
+            }
+        }
+    }
+    let _ = &mut tasks;
+    tracing::info!(sources = config.sources.len(), "kaudit run started");
+
+    // Wait for a signal, or for every source to end on its own.
+    let reload_tx = tx.clone();
+    drop(tx);
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut check = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+                _ = hup.recv() => {
+                    match Config::load(config_path).map_err(DaemonError::from).and_then(|c| Ok(c.rules(Some(config_path), extra_rules)?)) {
+                        Ok(rules) => {
+                            let _ = reload_tx.send(Work::Reload(Arc::new(rules))).await;
+                        }
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: the new rules are not usable; the running ones stay"),
+                    }
+                }
+                _ = check.tick() => {
+                    if threads.iter().chain(stdin_thread.iter()).all(|t| t.is_finished()) && tasks.is_empty() {
+                        tracing::info!("every source has ended: stopping");
+                        break;
+                    }
+                }
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+
+    // Stop intake, drain, commit.
+    stop.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    drop(reload_tx);
+    for t in threads {
+        let _ = t.join();
+    }
+    if let Some(t) = stdin_thread
+        && t.is_finished()
+    {
+        let _ = t.join();
+    }
+    let _ = engine_thread.join();
+    let _ = runtime.block_on(server);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    tracing::info!("kaudit run stopped");
+    Ok(())
+}

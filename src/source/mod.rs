@@ -1,0 +1,74 @@
+//! Sources: where `kaudit run` reads audit events (files, stdin, the API
+//! server's webhook, Kafka). Each source sends [`RawBatch`]es to the
+//! pipeline over one bounded channel and learns, through the batch's
+//! `done` channel, when what the batch produced is committed: only then
+//! does it acknowledge its input (advance a file checkpoint, commit a
+//! Kafka offset, answer 200). A full channel is backpressure: files and
+//! Kafka wait, the webhook answers 429.
+
+pub mod file;
+pub mod stdin;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::SourceCheckpoint;
+
+/// Raw input from one source, committed as one unit.
+pub struct RawBatch {
+    /// The source's name in the config.
+    pub source: Arc<str>,
+    /// The cluster the source sets (wins over the envelope's).
+    pub cluster: Option<String>,
+    /// One or more audit documents in any envelope (JSON lines, EventList,
+    /// ...), possibly gzip'd.
+    pub data: Vec<u8>,
+    /// Where the data came from, for messages (`FILE@OFFSET`, `topic/2@41`).
+    pub position: String,
+    /// Committed with the batch: where the source has read up to.
+    pub checkpoints: Vec<SourceCheckpoint>,
+    /// A live source (webhook, Kafka, a tailed file): its silence matters.
+    pub live: bool,
+    /// Told once the batch is committed.
+    pub done: Option<oneshot::Sender<Committed>>,
+}
+
+/// What a committed batch produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub events: u64,
+    pub new_findings: u64,
+}
+
+/// The sending side every source holds.
+pub type Tx = mpsc::Sender<Work>;
+
+/// What the pipeline thread is asked to do.
+pub enum Work {
+    Batch(RawBatch),
+    /// Replace the rules (SIGHUP); detector state is kept.
+    Reload(Arc<crate::detect::RuleSet>),
+}
+
+/// Shared readiness of the sources, for /readyz.
+#[derive(Default)]
+pub struct Readiness {
+    sources: std::sync::Mutex<std::collections::BTreeMap<String, Result<(), String>>>,
+}
+
+impl Readiness {
+    pub fn set(&self, source: &str, state: Result<(), String>) {
+        if let Ok(mut m) = self.sources.lock() {
+            m.insert(source.to_owned(), state);
+        }
+    }
+
+    /// Every source's state; `Err` carries why it is not ready.
+    pub fn all(&self) -> Vec<(String, Result<(), String>)> {
+        self.sources
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+}

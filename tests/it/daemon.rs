@@ -1,0 +1,422 @@
+//! `kaudit run` end to end: a real daemon process reading real files,
+//! killed and restarted, its store and its HTTP endpoints checked.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A free loopback port (bound and released; the daemon binds it next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Daemon {
+    pub child: Child,
+    pub ops: u16,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `kaudit run --config CONFIG` and waits for /healthz.
+    pub fn start(config: &Path, ops: u16) -> Daemon {
+        let log = config.with_extension(format!("log.{}", free_port()));
+        let child = Command::new(env!("CARGO_BIN_EXE_kaudit"))
+            .args(["run", "--config", &path_str(config)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("kaudit run starts");
+        let d = Daemon {
+            child,
+            ops,
+            log,
+        };
+        d.wait_for(
+            || d.get("/healthz").is_some_and(|(s, _)| s == 200),
+            "healthz",
+        );
+        d
+    }
+
+    /// GET on the operations server: (status, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.ops, path)
+    }
+
+    /// Polls `cond` every 50 ms for up to 30 s.
+    pub fn wait_for(&self, cond: impl Fn() -> bool, what: &str) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "timed out waiting for {what}; daemon log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// SIGTERM, then the exit status (must be a clean exit).
+    pub fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(status.success(), "exit {status:?}; log:\n{log}");
+        log
+    }
+
+    /// SIGKILL: no chance to drain or commit.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a plain socket.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split(' ').nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// An exec into a pod: one pod-exec finding each.
+pub fn exec_line(id: &str) -> String {
+    format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Metadata","auditID":"{id}","stage":"ResponseStarted","requestURI":"/api/v1/namespaces/shop/pods/web-1/exec?command=sh&container=app&stdin=true&tty=true","verb":"create","user":{{"username":"alice@example.com","groups":["system:authenticated"]}},"sourceIPs":["10.0.0.10"],"userAgent":"kubectl/v1.30.4","objectRef":{{"resource":"pods","namespace":"shop","name":"web-1","subresource":"exec","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":101}},"requestReceivedTimestamp":"2026-11-03T10:00:00.000000Z","stageTimestamp":"2026-11-03T10:00:00.100000Z"}}"#
+    )
+}
+
+fn append(path: &Path, lines: &[String]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+}
+
+/// pod-exec findings in the store, by auditID.
+pub fn exec_counts(db: &Path) -> BTreeMap<String, usize> {
+    let out = kaudit(
+        &[
+            "findings",
+            "--db",
+            &path_str(db),
+            "--rule",
+            "pod-exec",
+            "--format",
+            "jsonl",
+        ],
+        b"",
+    );
+    let mut m = BTreeMap::new();
+    for f in findings(&out) {
+        *m.entry(f["audit_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    m
+}
+
+fn file_config(dir: &Path, ops: u16, extra: &str) -> PathBuf {
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: prod\nstorage: {{path: {db}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources:\n  - {{type: file, name: audit, paths: [\"{logs}/audit*.log\", \"{logs}/audit*.log.gz\"], poll_ms: 50}}\n{extra}",
+            db = path_str(&dir.join("k.db")),
+            logs = path_str(&dir.join("logs")),
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    cfg
+}
+
+fn ids(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| exec_line(&format!("e{i:04}"))).collect()
+}
+
+fn wait_count(d: &Daemon, db: &Path, n: usize) {
+    d.wait_for(|| exec_counts(db).len() >= n, &format!("{n} findings"));
+}
+
+/// Rename and copytruncate rotation while the daemon runs, a kill -9 and a
+/// restart in the middle: every finding is stored exactly once.
+#[test]
+fn file_rotation_and_restart_lose_and_duplicate_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("logs/audit.log");
+    let cfg = file_config(dir, free_port(), "");
+    let ops = free_port();
+    let cfg_text = std::fs::read_to_string(&cfg).unwrap();
+    let re_port = |p: u16| {
+        let text = cfg_text
+            .lines()
+            .map(|l| {
+                if l.starts_with("server:") {
+                    format!("server: {{listen: \"127.0.0.1:{p}\"}}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&cfg, text).unwrap();
+    };
+    re_port(ops);
+
+    append(&log, &ids(0..50));
+    let d = Daemon::start(&cfg, ops);
+    wait_count(&d, &db, 50);
+    // Rename rotation (the API server's own): the old file is renamed, more
+    // lines land in it before the writer reopens, then a new file starts.
+    let rotated = dir.join("logs/audit-2026-11-03T10-00-00.000.log.old");
+    std::fs::rename(&log, &rotated).unwrap();
+    append(&rotated, &ids(50..60));
+    append(&log, &ids(60..100));
+    wait_count(&d, &db, 100);
+    // copytruncate: copied aside (not matching the pattern), emptied in place.
+    std::fs::copy(&log, dir.join("logs/audit.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&log)
+        .unwrap();
+    append(&log, &ids(100..120));
+    wait_count(&d, &db, 120);
+    // kill -9 while lines are arriving, then a restart.
+    append(&log, &ids(120..160));
+    d.kill();
+    append(&log, &ids(160..200));
+    let ops = free_port();
+    re_port(ops);
+    let d = Daemon::start(&cfg, ops);
+    wait_count(&d, &db, 200);
+    // A rotated, compressed file (read whole, once): old lines and new.
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(dir.join("logs/audit-2026-11-02.log.gz")).unwrap(),
+        flate2::Compression::default(),
+    );
+    for l in ids(190..210) {
+        writeln!(gz, "{l}").unwrap();
+    }
+    gz.finish().unwrap();
+    wait_count(&d, &db, 210);
+    let log_text = d.stop();
+    let counts = exec_counts(&db);
+    assert_eq!(counts.len(), 210, "{log_text}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    // A third start reads nothing again.
+    let ops = free_port();
+    re_port(ops);
+    let d = Daemon::start(&cfg, ops);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, metrics) = d.get("/metrics").unwrap();
+    assert!(!metrics.contains("kaudit_findings_total{"), "{metrics}");
+    d.stop();
+    assert_eq!(exec_counts(&db).len(), 210);
+}
+
+/// /healthz, /readyz and /metrics; the store refusing commits turns
+/// /readyz false and holds the input until it works again.
+#[test]
+fn operations_endpoints_and_store_failure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("logs/audit.log");
+    let ops = free_port();
+    let cfg = file_config(dir, ops, "");
+    append(&log, &ids(0..5));
+    let d = Daemon::start(&cfg, ops);
+    wait_count(&d, &db, 5);
+    assert_eq!(d.get("/readyz").unwrap(), (200, "ready\n".to_owned()));
+    let (status, metrics) = d.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"kaudit_events_total{source="audit",cluster="prod"} 5"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"kaudit_findings_total{rule="pod-exec",severity="medium"} 5"#)
+            || metrics.contains(r#"kaudit_findings_total{rule="pod-exec",severity="high"} 5"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kaudit_event_latency_seconds_bucket"),
+        "{metrics}"
+    );
+
+    // The store refuses every finding from now on.
+    rusqlite_exec(
+        &db,
+        "CREATE TRIGGER refuse BEFORE INSERT ON findings BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+    );
+    append(&log, &ids(5..10));
+    d.wait_for(
+        || {
+            d.get("/readyz")
+                .is_some_and(|(s, b)| s == 503 && b.contains("store"))
+        },
+        "readyz to turn false",
+    );
+    assert_eq!(exec_counts(&db).len(), 5, "nothing stored while refused");
+    rusqlite_exec(&db, "DROP TRIGGER refuse;");
+    wait_count(&d, &db, 10);
+    d.wait_for(
+        || d.get("/readyz").is_some_and(|(s, _)| s == 200),
+        "readyz again",
+    );
+    let log_text = d.stop();
+    assert!(
+        log_text.contains("the store refused a commit"),
+        "{log_text}"
+    );
+    assert_eq!(exec_counts(&db).len(), 10);
+}
+
+fn rusqlite_exec(db: &Path, sql: &str) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()",
+            &path_str(db),
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A cluster that stops sending raises audit-stream-silent once, and
+/// audit-stream-resumed when it sends again.
+#[test]
+fn silent_stream_is_a_finding_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("logs/audit.log");
+    let ops = free_port();
+    let cfg = file_config(dir, ops, "stream: {silence_after: 2s}\n");
+    append(&log, &ids(0..3));
+    let d = Daemon::start(&cfg, ops);
+    wait_count(&d, &db, 3);
+    let rule = |r: &str| {
+        findings(&kaudit(
+            &[
+                "findings",
+                "--db",
+                &path_str(&db),
+                "--rule",
+                r,
+                "--format",
+                "jsonl",
+            ],
+            b"",
+        ))
+    };
+    d.wait_for(
+        || rule("audit-stream-silent").len() == 1,
+        "audit-stream-silent",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(rule("audit-stream-silent").len(), 1, "once per silence");
+    let silent = &rule("audit-stream-silent")[0];
+    assert_eq!(silent["cluster"], "prod");
+    assert_eq!(silent["category"], "pipeline");
+    append(&log, &ids(3..4));
+    d.wait_for(
+        || rule("audit-stream-resumed").len() == 1,
+        "audit-stream-resumed",
+    );
+    d.stop();
+}
+
+/// stdin as a source: a pipeline's input is read to its end, stored, and
+/// the daemon stops by itself.
+#[test]
+fn stdin_source_reads_to_the_end_and_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{}\"}}\nsources: [{{type: stdin, cluster: lab}}]\n",
+            path_str(&db),
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kaudit"))
+        .args(["run", "--config", &path_str(&cfg)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    for l in ids(0..30) {
+        writeln!(input, "{l}").unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let counts = exec_counts(&db);
+    assert_eq!(counts.len(), 30);
+    let one = findings(&kaudit(
+        &[
+            "findings",
+            "--db",
+            &path_str(&db),
+            "--format",
+            "jsonl",
+            "--limit",
+            "1",
+        ],
+        b"",
+    ));
+    assert_eq!(one[0]["cluster"], "lab");
+}
