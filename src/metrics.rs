@@ -83,11 +83,9 @@ impl Metrics {
             alert_deliveries: Family::default(),
             outbox_depth: Gauge::default(),
             consumer_lag: Family::default(),
-            latency: Histogram::new(
-                [
-                    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
-                ],
-            ),
+            latency: Histogram::new([
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0,
+            ]),
             store_up: Gauge::default(),
             commit_failures: Counter::default(),
             state_evictions: Gauge::default(),

@@ -148,14 +148,31 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
                         .spawn(move || crate::source::stdin::run(&name, &s, tx, stop, ready))?,
                 );
             }
-            SourceConfig::Webhook(_) | SourceConfig::Kafka(_) => {
+            SourceConfig::Webhook(w) => {
+                let (listener, tls, state) = runtime
+                    .block_on(crate::source::webhook::bind(
+                        &name,
+                        w.clone(),
+                        tx.clone(),
+                        metrics.clone(),
+                        health.clone(),
+                    ))
+                    .map_err(DaemonError::Invalid)?;
+                tasks.push(runtime.spawn(crate::source::webhook::serve(
+                    listener,
+                    tls,
+                    state,
+                    readiness.clone(),
+                    stop_rx.clone(),
+                )));
+            }
+            SourceConfig::Kafka(_) => {
                 return Err(DaemonError::Invalid(format!(
                     "source {name}: this source type is not built yet"
                 )));
             }
         }
     }
-    let _ = &mut tasks;
     tracing::info!(sources = config.sources.len(), "kaudit run started");
 
     // Wait for a signal, or for every source to end on its own.
@@ -204,6 +221,9 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     }
     let _ = engine_thread.join();
     let _ = runtime.block_on(server);
+    for t in tasks {
+        let _ = runtime.block_on(t);
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     tracing::info!("kaudit run stopped");
     Ok(())

@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod stdin;
+pub mod webhook;
 
 use std::sync::Arc;
 

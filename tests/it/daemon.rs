@@ -35,11 +35,7 @@ impl Daemon {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("kaudit run starts");
-        let d = Daemon {
-            child,
-            ops,
-            log,
-        };
+        let d = Daemon { child, ops, log };
         d.wait_for(
             || d.get("/healthz").is_some_and(|(s, _)| s == 200),
             "healthz",
@@ -419,4 +415,189 @@ fn stdin_source_reads_to_the_end_and_stops() {
         b"",
     ));
     assert_eq!(one[0]["cluster"], "lab");
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate for
+/// `client_cn`, written as PEM files into `dir`.
+pub struct Pki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_pem: Vec<u8>,
+    pub ca_pem: Vec<u8>,
+}
+
+pub fn make_pki(dir: &Path, client_cn: &str) -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kaudit test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let mut sp =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    sp.distinguished_name.push(DnType::CommonName, "kaudit");
+    let server = sp.signed_by(&server_key, &ca, &ca_key).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut cp = CertificateParams::new(Vec::<String>::new()).unwrap();
+    cp.distinguished_name.push(DnType::CommonName, client_cn);
+    cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client = cp.signed_by(&client_key, &ca, &ca_key).unwrap();
+    let pki = Pki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server-key.pem"),
+        client_pem: format!("{}{}", client.pem(), client_key.serialize_pem()).into_bytes(),
+        ca_pem: ca.pem().into_bytes(),
+    };
+    std::fs::write(&pki.ca, ca.pem()).unwrap();
+    std::fs::write(&pki.cert, server.pem()).unwrap();
+    std::fs::write(&pki.key, server_key.serialize_pem()).unwrap();
+    pki
+}
+
+fn event_list(ids: &[String]) -> String {
+    format!(
+        r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#,
+        ids.join(",")
+    )
+}
+
+/// The API server's webhook backend, as it runs: HTTPS with a client
+/// certificate, EventList batches, clusters bound to identities, 413 over
+/// the limit, and a batch answered 200 is stored even when the daemon is
+/// killed right after.
+#[test]
+fn webhook_over_mtls_binds_clients_to_clusters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let pki = make_pki(dir, "kube-apiserver-prod");
+    let (ops, hook, plain) = (free_port(), free_port(), free_port());
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"storage: {{path: {db}}}
+server: {{listen: "127.0.0.1:{ops}"}}
+sources:
+  - type: webhook
+    name: apiserver
+    listen: "127.0.0.1:{hook}"
+    tls: {{cert: {cert}, key: {key}, client_ca: {ca}}}
+    clients: [{{subject: kube-apiserver-prod, clusters: [prod]}}]
+    max_body_bytes: 65536
+  - type: webhook
+    name: firehose
+    listen: "127.0.0.1:{plain}"
+    path: /firehose/{{cluster}}
+    clients: [{{token_file: {token}, clusters: ["*"]}}]
+    firehose_access_key: fh-key
+"#,
+            db = path_str(&db),
+            cert = path_str(&pki.cert),
+            key = path_str(&pki.key),
+            ca = path_str(&pki.ca),
+            token = path_str(&token_file),
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&cfg, ops);
+    let client = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki.ca_pem).unwrap())
+        .identity(reqwest::Identity::from_pem(&pki.client_pem).unwrap())
+        .build()
+        .unwrap();
+    let url = |c: &str| format!("https://127.0.0.1:{hook}/audit/{c}");
+    let r = client
+        .post(url("prod"))
+        .body(event_list(&ids(0..3)))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Answered 200 only once committed: the findings are there at once.
+    assert_eq!(exec_counts(&db).len(), 3);
+    let stored = findings(&kaudit(
+        &["findings", "--db", &path_str(&db), "--format", "jsonl"],
+        b"",
+    ));
+    assert!(stored.iter().all(|f| f["cluster"] == "prod"));
+    // This client may not post for another cluster.
+    let r = client
+        .post(url("staging"))
+        .body(event_list(&ids(3..4)))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Over the body limit.
+    let big: Vec<String> = (0..200).map(|i| exec_line(&format!("big{i}"))).collect();
+    let r = client
+        .post(url("prod"))
+        .body(event_list(&big))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // No client certificate: the handshake fails.
+    let anonymous = reqwest::blocking::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki.ca_pem).unwrap())
+        .build()
+        .unwrap();
+    assert!(anonymous.post(url("prod")).body("{}").send().is_err());
+
+    // Firehose HTTP endpoint: the access key, a bearer token, base64 records.
+    use base64::Engine as _;
+    let records: Vec<serde_json::Value> = ids(10..12)
+        .iter()
+        .map(|l| serde_json::json!({"data": base64::engine::general_purpose::STANDARD.encode(l)}))
+        .collect();
+    let body = serde_json::json!({"requestId": "req-1", "timestamp": 1793000000000u64, "records": records});
+    let plain_client = reqwest::blocking::Client::new();
+    let post = |key: &str, token: &str| {
+        plain_client
+            .post(format!("http://127.0.0.1:{plain}/firehose/eks-prod"))
+            .header("X-Amz-Firehose-Request-Id", "req-1")
+            .header("X-Amz-Firehose-Access-Key", key)
+            .header("Authorization", format!("Bearer {token}"))
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    let r = post("wrong", "s3cret-token");
+    assert_eq!(r.status(), 401);
+    let r = post("fh-key", "wrong");
+    assert_eq!(r.status(), 401);
+    let r = post("fh-key", "s3cret-token");
+    assert_eq!(r.status(), 200);
+    let reply: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(reply["requestId"], "req-1");
+    assert!(reply["timestamp"].as_u64().is_some());
+    assert_eq!(exec_counts(&db).len(), 5);
+
+    // kill -9 right after a 200: the batch is in the store after restart.
+    let r = client
+        .post(url("prod"))
+        .body(event_list(&ids(20..25)))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, metrics) = d.get("/metrics").unwrap();
+    for reason in ["cluster", "too-large", "firehose-key", "unauthenticated"] {
+        assert!(
+            metrics.contains(&format!("reason=\"{reason}\"")),
+            "{reason}: {metrics}"
+        );
+    }
+    d.kill();
+    let d = Daemon::start(&cfg, ops);
+    assert_eq!(exec_counts(&db).len(), 10);
+    d.stop();
 }
