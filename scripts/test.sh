@@ -22,6 +22,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt || true
+# A Kafka-protocol broker for the Kafka source's end-to-end test (Apache
+# Kafka's JVM build cannot be fetched here). Built once (about 10 minutes),
+# then reused from ~/.cargo/bin.
+if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+  cargo install --locked tansu --version 0.6.0 --features dynostore
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -278,10 +278,37 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 token_on
             );
             if let Some(path) = &rules.config {
+                // Sources: TLS files, secrets and Kafka settings, without
+                // connecting anywhere.
+                let mut problems = Vec::new();
+                for (i, s) in cfg.sources.iter().enumerate() {
+                    let name = s.name(i);
+                    let r = match s {
+                        kaudit::config::SourceConfig::Webhook(w) => {
+                            kaudit::source::webhook::check(&name, w)
+                        }
+                        kaudit::config::SourceConfig::Kafka(k) => {
+                            kaudit::source::kafka::client_config(&name, k).map(|_| ())
+                        }
+                        kaudit::config::SourceConfig::File(f) => f
+                            .patterns()
+                            .iter()
+                            .try_for_each(|p| glob::Pattern::new(p).map(|_| ()))
+                            .map_err(|e| format!("source {name}: bad path pattern: {e}")),
+                        kaudit::config::SourceConfig::Stdin(_) => Ok(()),
+                    };
+                    if let Err(e) = r {
+                        problems.push(format!("{}: {e}", path.display()));
+                    }
+                }
+                if !problems.is_empty() {
+                    anyhow::bail!("{}", problems.join("\n"));
+                }
                 println!(
-                    "kaudit check: {}: {} cluster(s) configured",
+                    "kaudit check: {}: {} cluster(s) configured, {} source(s)",
                     path.display(),
-                    cfg.detection.clusters.len()
+                    cfg.detection.clusters.len(),
+                    cfg.sources.len()
                 );
                 for section in cfg.unread_sections() {
                     println!(

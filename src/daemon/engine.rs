@@ -159,10 +159,6 @@ impl Engine {
                 Ok(Some(Work::Batch(b))) => {
                     let now = crate::timespec::now();
                     let ctx_source = b.source.to_string();
-                    let mut ctx = Context::new(self.limits);
-                    ctx.source = &ctx_source;
-                    ctx.cluster = b.cluster.as_deref();
-                    ctx.default_cluster = self.config.cluster.as_deref();
                     let mut out = DaemonOutput {
                         metrics: &self.metrics,
                         watch: &mut self.watch,
@@ -173,8 +169,14 @@ impl Engine {
                         latencies: Vec::new(),
                         new_findings: 0,
                     };
-                    if let Err(e) = self.pipeline.feed(&b.data[..], &ctx, &mut out) {
-                        tracing::warn!(source = %ctx_source, position = %b.position, error = %e, "input cut short");
+                    for part in &b.parts {
+                        let mut ctx = Context::new(self.limits);
+                        ctx.source = &ctx_source;
+                        ctx.cluster = part.cluster.as_deref();
+                        ctx.default_cluster = self.config.cluster.as_deref();
+                        if let Err(e) = self.pipeline.feed(&part.data[..], &ctx, &mut out) {
+                            tracing::warn!(source = %ctx_source, position = %b.position, error = %e, "input cut short");
+                        }
                     }
                     let resumed = out.watch.take_resumed();
                     for f in resumed {

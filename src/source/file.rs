@@ -199,19 +199,12 @@ impl FileTailer {
         buf.truncate(end);
         let new_offset = t.offset + end as u64;
         let position = format!("{}@{}", t.path.display(), t.offset);
-        let batch = RawBatch {
-            source: self.name.clone(),
-            cluster: self.cfg.cluster.clone(),
-            data: buf,
-            position,
-            checkpoints: vec![SourceCheckpoint {
-                source: self.name.to_string(),
-                key: id.to_owned(),
-                position: new_offset.to_string(),
-            }],
-            live: true,
-            done: None,
-        };
+        let mut batch = RawBatch::one(self.name.clone(), self.cfg.cluster.clone(), buf, position);
+        batch.checkpoints = vec![SourceCheckpoint {
+            source: self.name.to_string(),
+            key: id.to_owned(),
+            position: new_offset.to_string(),
+        }];
         self.send(batch)?;
         if let Some(t) = self.tracked.get_mut(id) {
             t.offset = new_offset;
@@ -227,19 +220,18 @@ impl FileTailer {
             tracing::warn!(source = %self.name, path = %path.display(), error = %e, "cannot read");
             return Ok(());
         }
-        let batch = RawBatch {
-            source: self.name.clone(),
-            cluster: self.cfg.cluster.clone(),
+        let mut batch = RawBatch::one(
+            self.name.clone(),
+            self.cfg.cluster.clone(),
             data,
-            position: path.display().to_string(),
-            checkpoints: vec![SourceCheckpoint {
-                source: self.name.to_string(),
-                key: id.to_owned(),
-                position: "gz".into(),
-            }],
-            live: false,
-            done: None,
-        };
+            path.display().to_string(),
+        );
+        batch.checkpoints = vec![SourceCheckpoint {
+            source: self.name.to_string(),
+            key: id.to_owned(),
+            position: "gz".into(),
+        }];
+        batch.live = false;
         self.send(batch)?;
         self.positions.insert(id.to_owned(), "gz".into());
         Ok(())

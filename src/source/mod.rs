@@ -7,6 +7,7 @@
 //! Kafka wait, the webhook answers 429.
 
 pub mod file;
+pub mod kafka;
 pub mod stdin;
 pub mod webhook;
 
@@ -20,11 +21,9 @@ use crate::store::SourceCheckpoint;
 pub struct RawBatch {
     /// The source's name in the config.
     pub source: Arc<str>,
-    /// The cluster the source sets (wins over the envelope's).
-    pub cluster: Option<String>,
-    /// One or more audit documents in any envelope (JSON lines, EventList,
-    /// ...), possibly gzip'd.
-    pub data: Vec<u8>,
+    /// The inputs, each decoded on its own (a file chunk, a request body,
+    /// one Kafka message).
+    pub parts: Vec<Part>,
     /// Where the data came from, for messages (`FILE@OFFSET`, `topic/2@41`).
     pub position: String,
     /// Committed with the batch: where the source has read up to.
@@ -33,6 +32,29 @@ pub struct RawBatch {
     pub live: bool,
     /// Told once the batch is committed.
     pub done: Option<oneshot::Sender<Committed>>,
+}
+
+/// One input of a batch.
+pub struct Part {
+    /// The cluster the source sets (wins over the envelope's).
+    pub cluster: Option<String>,
+    /// Audit documents in any envelope (JSON lines, EventList, ...),
+    /// possibly gzip'd.
+    pub data: Vec<u8>,
+}
+
+impl RawBatch {
+    /// A batch of one part.
+    pub fn one(source: Arc<str>, cluster: Option<String>, data: Vec<u8>, position: String) -> Self {
+        RawBatch {
+            source,
+            parts: vec![Part { cluster, data }],
+            position,
+            checkpoints: Vec::new(),
+            live: true,
+            done: None,
+        }
+    }
 }
 
 /// What a committed batch produced.

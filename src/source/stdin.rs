@@ -47,15 +47,13 @@ pub fn run(name: &str, cfg: &StdinSource, tx: Tx, stop: Arc<AtomicBool>, ready: 
             break;
         }
         let (done, wait) = oneshot::channel();
-        let batch = RawBatch {
-            source: name.clone(),
-            cluster: cfg.cluster.clone(),
+        let mut batch = RawBatch::one(
+            name.clone(),
+            cfg.cluster.clone(),
             data,
-            position: format!("stdin line {}", first + 1),
-            checkpoints: Vec::new(),
-            live: true,
-            done: Some(done),
-        };
+            format!("stdin line {}", first + 1),
+        );
+        batch.done = Some(done);
         if tx.blocking_send(Work::Batch(batch)).is_err() || wait.blocking_recv().is_err() {
             break;
         }

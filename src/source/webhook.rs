@@ -57,6 +57,31 @@ struct Shared {
     store: Arc<StoreHealth>,
 }
 
+/// Checks what `bind` would need, without binding: TLS files, secrets.
+///
+/// # Errors
+/// A sentence naming what is wrong.
+pub fn check(name: &str, cfg: &WebhookSource) -> Result<(), String> {
+    if let Some(t) = &cfg.tls {
+        acceptor(t).map_err(|e| format!("source {name}: {e}"))?;
+    }
+    for (i, c) in cfg.clients.iter().enumerate() {
+        resolve_secret(
+            &format!("source {name}: clients[{i}].token"),
+            c.token.as_ref(),
+            c.token_env.as_deref(),
+            c.token_file.as_deref(),
+        )?;
+    }
+    resolve_secret(
+        &format!("source {name}: firehose_access_key"),
+        cfg.firehose_access_key.as_ref(),
+        cfg.firehose_access_key_env.as_deref(),
+        cfg.firehose_access_key_file.as_deref(),
+    )?;
+    Ok(())
+}
+
 /// Builds the TLS acceptor and the client table; binds the listener.
 ///
 /// # Errors
@@ -291,15 +316,13 @@ async fn handle(
         }
     };
     let (done, wait) = oneshot::channel();
-    let batch = RawBatch {
-        source: s.name.clone(),
+    let mut batch = RawBatch::one(
+        s.name.clone(),
         cluster,
-        data: body.to_vec(),
-        position: format!("POST {}", subject.unwrap_or("-")),
-        checkpoints: Vec::new(),
-        live: true,
-        done: Some(done),
-    };
+        body.to_vec(),
+        format!("POST {}", subject.unwrap_or("-")),
+    );
+    batch.done = Some(done);
     match s.tx.try_send(Work::Batch(batch)) {
         Ok(()) => {}
         Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {

@@ -304,21 +304,11 @@ fn operations_endpoints_and_store_failure() {
     assert_eq!(exec_counts(&db).len(), 10);
 }
 
+/// Runs SQL on the daemon's database from outside (another connection).
 fn rusqlite_exec(db: &Path, sql: &str) {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()",
-            &path_str(db),
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    conn.execute_batch(sql).unwrap();
 }
 
 /// A cluster that stops sending raises audit-stream-silent once, and
@@ -600,4 +590,72 @@ sources:
     let d = Daemon::start(&cfg, ops);
     assert_eq!(exec_counts(&db).len(), 10);
     d.stop();
+}
+
+/// SIGHUP reloads the rules between two batches: events after it meet the
+/// new rule, none is lost, and a broken rule file leaves the old rules.
+#[test]
+fn sighup_reloads_rules_without_losing_events() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("logs/audit.log");
+    let rules = dir.join("site.yaml");
+    std::fs::write(&rules, "lists: {}\n").unwrap();
+    let ops = free_port();
+    let cfg = file_config(
+        dir,
+        ops,
+        &format!("detection: {{rules: [{}]}}\n", path_str(&rules)),
+    );
+    let cm = |id: &str| {
+        format!(
+            r#"{{"auditID":"{id}","stage":"ResponseComplete","verb":"get","requestURI":"/api/v1/namespaces/shop/configmaps/app","user":{{"username":"bob"}},"objectRef":{{"resource":"configmaps","namespace":"shop","name":"app"}},"responseStatus":{{"code":200}},"requestReceivedTimestamp":"2026-11-03T10:00:00Z"}}"#
+        )
+    };
+    append(&log, &[cm("before")]);
+    append(&log, &ids(0..1));
+    let d = Daemon::start(&cfg, ops);
+    wait_count(&d, &db, 1);
+    let custom = || {
+        findings(&kaudit(
+            &[
+                "findings",
+                "--db",
+                &path_str(&db),
+                "--rule",
+                "custom-cm-read",
+                "--format",
+                "jsonl",
+            ],
+            b"",
+        ))
+    };
+    assert!(custom().is_empty());
+    // A broken file: the running rules stay.
+    std::fs::write(&rules, "rules: [{id: broken}]\n").unwrap();
+    let pid = d.child.id().to_string();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(
+        &rules,
+        "rules:\n  - id: custom-cm-read\n    title: ConfigMap read\n    severity: low\n    category: custom\n    when: {field: objectRef.resource, equals: configmaps}\n    summary: \"{user.username} read configmap {objectRef.name}\"\n",
+    )
+    .unwrap();
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    d.wait_for(
+        || {
+            std::fs::read_to_string(&d.log)
+                .unwrap_or_default()
+                .contains("rules reloaded")
+        },
+        "the reload",
+    );
+    append(&log, &[cm("after")]);
+    append(&log, &ids(1..2));
+    wait_count(&d, &db, 2);
+    d.wait_for(|| custom().len() == 1, "the new rule's finding");
+    assert_eq!(custom()[0]["audit_id"], "after");
+    let log_text = d.stop();
+    assert!(log_text.contains("the running ones stay"), "{log_text}");
 }

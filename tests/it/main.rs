@@ -6,6 +6,7 @@ mod daemon;
 mod docs;
 mod evidence;
 mod falco;
+mod kafka;
 mod rules;
 mod scan;
 mod token;
