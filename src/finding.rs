@@ -78,6 +78,26 @@ pub struct RuleMeta {
     pub references: BTreeMap<String, String>,
 }
 
+impl RuleMeta {
+    /// The description of a rule written in code (no references).
+    pub fn builtin(
+        id: &str,
+        title: &str,
+        severity: Severity,
+        category: &str,
+        mitre: &[&str],
+    ) -> RuleMeta {
+        RuleMeta {
+            id: id.into(),
+            title: title.into(),
+            severity,
+            category: category.into(),
+            mitre: mitre.iter().map(|m| (*m).to_owned()).collect(),
+            references: BTreeMap::new(),
+        }
+    }
+}
+
 /// One finding. Field order and names are the documented format.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {

@@ -26,22 +26,32 @@ pub struct Ops {
     pub sources: Arc<Readiness>,
 }
 
+/// The next connection, or `None` once `stop` fires (accept errors, such
+/// as running out of file descriptors, are logged and waited out).
+pub async fn accept(
+    listener: &TcpListener,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            c = listener.accept() => match c {
+                Ok(c) => return Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            _ = stop.changed() => return None,
+        }
+    }
+}
+
 /// Serves on `listener` until `stop` fires.
 pub async fn serve(listener: TcpListener, ops: Ops, mut stop: tokio::sync::watch::Receiver<bool>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "operations server listening");
     }
-    loop {
-        let (conn, _) = tokio::select! {
-            c = listener.accept() => match c {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
+    while let Some((conn, _)) = accept(&listener, &mut stop).await {
         let ops = ops.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {

@@ -16,7 +16,6 @@
 //! Each is a [`RuleMeta`] and a constructor of its finding; deduplication is
 //! the [`Detector`](super::Detector)'s.
 
-use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use serde_json::json;
@@ -26,14 +25,7 @@ use crate::event::AuditEvent;
 use crate::finding::{Finding, RuleMeta, Severity, finding_id};
 
 fn meta(id: &str, title: &str, severity: Severity, category: &str, mitre: &[&str]) -> RuleMeta {
-    RuleMeta {
-        id: id.into(),
-        title: title.into(),
-        severity,
-        category: category.into(),
-        mitre: mitre.iter().map(|m| (*m).to_owned()).collect(),
-        references: BTreeMap::new(),
-    }
+    RuleMeta::builtin(id, title, severity, category, mitre)
 }
 
 pub static AUDIT_ID_REUSED: LazyLock<RuleMeta> = LazyLock::new(|| {

@@ -145,17 +145,7 @@ pub async fn serve(
 ) {
     ready.set(&state.0.name, Ok(()));
     tracing::info!(source = %state.0.name, listen = %state.0.cfg.listen, tls = tls.is_some(), "webhook listening");
-    loop {
-        let (conn, peer) = tokio::select! {
-            c = listener.accept() => match c {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
+    while let Some((conn, peer)) = crate::server::accept(&listener, &mut stop).await {
         let state = state.clone();
         let tls = tls.clone();
         let stop = stop.clone();

@@ -6,7 +6,6 @@
 //! of the two severities, so one request never yields two findings that
 //! say the same thing.
 
-use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use crate::finding::{RuleMeta, Severity};
@@ -29,14 +28,7 @@ fn rule(
     description: &'static str,
 ) -> TokenRule {
     TokenRule {
-        meta: RuleMeta {
-            id: id.into(),
-            title: title.into(),
-            severity,
-            category: category.into(),
-            mitre: mitre.iter().map(|m| (*m).to_owned()).collect(),
-            references: BTreeMap::new(),
-        },
+        meta: RuleMeta::builtin(id, title, severity, category, mitre),
         supersedes,
         description,
     }
