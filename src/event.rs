@@ -104,6 +104,10 @@ pub struct AuditEvent<'a> {
     /// The event's JSON text, verbatim: the evidence.
     #[serde(skip)]
     pub raw: &'a str,
+    /// Its source's audit policy logs only RequestReceived (the source's
+    /// `request_received` option): that stage is the one to evaluate.
+    #[serde(skip)]
+    pub outcome_at_request: bool,
 }
 
 /// The stage of request handling an event was logged at.
@@ -322,7 +326,7 @@ impl<'a> AuditEvent<'a> {
     pub fn carries_outcome(&self) -> bool {
         // An unknown stage (a newer API server, a shipper that rewrote it)
         // is evaluated rather than silently skipped.
-        self.stage != Some(Stage::RequestReceived)
+        self.stage != Some(Stage::RequestReceived) || self.outcome_at_request
     }
 
     /// The parsed query of `requestURI` (empty when there is none).

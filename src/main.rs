@@ -58,6 +58,11 @@ enum Command {
         /// Exit with status 1 when a finding at or above this severity exists.
         #[arg(long, value_name = "SEVERITY", value_parser = parse_severity)]
         fail_on: Option<Severity>,
+        /// Evaluate RequestReceived events: for logs whose audit policy omits
+        /// the later stages (otherwise rules wait for the stage that carries
+        /// the outcome).
+        #[arg(long)]
+        request_received: bool,
         /// Largest audit event accepted, in bytes; larger ones are quarantined.
         #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_event_bytes)]
         max_event_bytes: usize,
@@ -381,6 +386,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Scan {
             format,
             fail_on,
+            request_received,
             max_event_bytes,
             rules,
             db,
@@ -403,6 +409,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 rules: rules.load(&config)?,
                 db: db.clone(),
                 config,
+                request_received,
             };
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());

@@ -37,6 +37,8 @@ pub struct ScanOptions {
     pub db: Option<PathBuf>,
     /// Networks, trust and windows of the token detectors.
     pub config: Config,
+    /// Evaluate RequestReceived events (audit policies that log no later stage).
+    pub request_received: bool,
 }
 
 /// Why a scan stopped.
@@ -134,6 +136,7 @@ pub fn scan(
     };
     let mut ctx = Context::new(opts.limits);
     ctx.default_cluster = opts.config.cluster.as_deref();
+    ctx.request_received = opts.request_received;
     let stdin = [PathBuf::from("-")];
     let paths = if opts.paths.is_empty() {
         &stdin[..]

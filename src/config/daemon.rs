@@ -20,6 +20,16 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// Whether RequestReceived events are evaluated for this source.
+    pub fn request_received(&self) -> bool {
+        match self {
+            SourceConfig::File(s) => s.request_received,
+            SourceConfig::Stdin(s) => s.request_received,
+            SourceConfig::Webhook(s) => s.request_received,
+            SourceConfig::Kafka(s) => s.request_received,
+        }
+    }
+
     /// The source's name: given, or made from its type and position.
     pub fn name(&self, index: usize) -> String {
         let (given, kind) = match self {
@@ -38,6 +48,10 @@ impl SourceConfig {
 pub struct FileSource {
     #[serde(default)]
     pub name: Option<String>,
+    /// Evaluate RequestReceived events (an audit policy that omits the
+    /// later stages); otherwise rules wait for the stage with the outcome.
+    #[serde(default)]
+    pub request_received: bool,
     /// A path or glob (`/var/log/kubernetes/audit/*.log`); rotated files
     /// matching it (`audit-2026-….log.gz`) are read too.
     #[serde(default)]
@@ -68,6 +82,10 @@ fn default_poll() -> u64 {
 pub struct StdinSource {
     #[serde(default)]
     pub name: Option<String>,
+    /// Evaluate RequestReceived events (an audit policy that omits the
+    /// later stages); otherwise rules wait for the stage with the outcome.
+    #[serde(default)]
+    pub request_received: bool,
     #[serde(default)]
     pub cluster: Option<String>,
 }
@@ -78,6 +96,10 @@ pub struct StdinSource {
 pub struct WebhookSource {
     #[serde(default)]
     pub name: Option<String>,
+    /// Evaluate RequestReceived events (an audit policy that omits the
+    /// later stages); otherwise rules wait for the stage with the outcome.
+    #[serde(default)]
+    pub request_received: bool,
     pub listen: SocketAddr,
     /// The path; `{cluster}` takes the cluster from it.
     #[serde(default = "default_webhook_path")]
@@ -148,6 +170,10 @@ pub struct WebhookClient {
 pub struct KafkaSource {
     #[serde(default)]
     pub name: Option<String>,
+    /// Evaluate RequestReceived events (an audit policy that omits the
+    /// later stages); otherwise rules wait for the stage with the outcome.
+    #[serde(default)]
+    pub request_received: bool,
     pub brokers: String,
     #[serde(default)]
     pub topic: Option<String>,

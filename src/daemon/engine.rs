@@ -174,6 +174,7 @@ impl Engine {
                         ctx.source = &ctx_source;
                         ctx.cluster = part.cluster.as_deref();
                         ctx.default_cluster = self.config.cluster.as_deref();
+                        ctx.request_received = b.request_received;
                         if let Err(e) = self.pipeline.feed(&part.data[..], &ctx, &mut out) {
                             tracing::warn!(source = %ctx_source, position = %b.position, error = %e, "input cut short");
                         }

@@ -230,6 +230,7 @@ pub(super) fn log_entry(d: &mut Dispatch<'_, '_>, text: &str, line: u64, envelop
         origin: Default::default(),
         source: "",
         raw: text,
+        outcome_at_request: false,
     };
     if let Err(reason) = ev.validate() {
         return d.malformed(line, text.as_bytes(), Error::NotAuditEvent(reason.into()));

@@ -68,6 +68,9 @@ pub struct Context<'c> {
     /// The cluster for events that name none (the config's `cluster`).
     pub default_cluster: Option<&'c str>,
     pub limits: Limits,
+    /// Evaluate RequestReceived events: the source's audit policy omits
+    /// the later stages.
+    pub request_received: bool,
     /// Set when decoding a payload nested in another envelope.
     nested: Option<Nested>,
 }
@@ -369,6 +372,7 @@ impl<'c> Dispatch<'c, '_> {
         ev.origin.envelope = self.envelope(envelope);
         ev.origin.line = line;
         ev.source = self.ctx.source;
+        ev.outcome_at_request = self.ctx.request_received;
         self.sink.event(&ev);
     }
 

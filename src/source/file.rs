@@ -200,6 +200,7 @@ impl FileTailer {
         let new_offset = t.offset + end as u64;
         let position = format!("{}@{}", t.path.display(), t.offset);
         let mut batch = RawBatch::one(self.name.clone(), self.cfg.cluster.clone(), buf, position);
+        batch.request_received = self.cfg.request_received;
         batch.checkpoints = vec![SourceCheckpoint {
             source: self.name.to_string(),
             key: id.to_owned(),
@@ -232,6 +233,7 @@ impl FileTailer {
             position: "gz".into(),
         }];
         batch.live = false;
+        batch.request_received = self.cfg.request_received;
         self.send(batch)?;
         self.positions.insert(id.to_owned(), "gz".into());
         Ok(())

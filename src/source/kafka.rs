@@ -238,6 +238,7 @@ pub async fn run(
             position,
             checkpoints: Vec::new(),
             live: true,
+            request_received: cfg.request_received,
             done: Some(done),
         };
         if tx.send(Work::Batch(batch)).await.is_err() {

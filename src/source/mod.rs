@@ -30,6 +30,8 @@ pub struct RawBatch {
     pub checkpoints: Vec<SourceCheckpoint>,
     /// A live source (webhook, Kafka, a tailed file): its silence matters.
     pub live: bool,
+    /// Evaluate RequestReceived events (set by the daemon per source).
+    pub request_received: bool,
     /// Told once the batch is committed.
     pub done: Option<oneshot::Sender<Committed>>,
 }
@@ -52,6 +54,7 @@ impl RawBatch {
             position,
             checkpoints: Vec::new(),
             live: true,
+            request_received: false,
             done: None,
         }
     }

@@ -54,6 +54,7 @@ pub fn run(name: &str, cfg: &StdinSource, tx: Tx, stop: Arc<AtomicBool>, ready: 
             format!("stdin line {}", first + 1),
         );
         batch.done = Some(done);
+        batch.request_received = cfg.request_received;
         if tx.blocking_send(Work::Batch(batch)).is_err() || wait.blocking_recv().is_err() {
             break;
         }

@@ -313,6 +313,7 @@ async fn handle(
         format!("POST {}", subject.unwrap_or("-")),
     );
     batch.done = Some(done);
+    batch.request_received = s.cfg.request_received;
     match s.tx.try_send(Work::Batch(batch)) {
         Ok(()) => {}
         Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {

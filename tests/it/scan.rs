@@ -360,3 +360,23 @@ fn log_format_json_is_accepted() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(summary(&out)["events"], 0);
 }
+
+/// An audit policy that logs only RequestReceived: the stage is skipped
+/// unless the source says so (`--request-received`, or `request_received`
+/// on a daemon source).
+#[test]
+fn request_received_only_policies_are_an_option() {
+    let ev = r#"{"auditID":"rr1","stage":"RequestReceived","verb":"create","requestURI":"/api/v1/namespaces/shop/pods/web/exec?command=id","user":{"username":"alice"},"objectRef":{"resource":"pods","namespace":"shop","name":"web","subresource":"exec"},"requestReceivedTimestamp":"2026-11-03T10:00:00Z"}"#;
+    let plain = kaudit(&["scan", "--format", "jsonl", "-"], ev.as_bytes());
+    assert!(findings(&plain).is_empty());
+    let opted = kaudit(
+        &["scan", "--format", "jsonl", "--request-received", "-"],
+        ev.as_bytes(),
+    );
+    let f = findings(&opted);
+    let exec = f
+        .iter()
+        .find(|f| f["rule_id"] == "pod-exec")
+        .unwrap_or_else(|| panic!("{}", stderr(&opted)));
+    assert_eq!(exec["stage"], "RequestReceived");
+}
