@@ -33,7 +33,9 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 
+mod alerts;
 mod daemon;
+pub use alerts::*;
 pub use daemon::*;
 
 /// A problem with the configuration file.
@@ -62,9 +64,9 @@ pub struct Config {
     /// Where `kaudit run` reads audit events.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
-    /// Read by alerting (not yet built): accepted, not interpreted.
+    /// Where findings are sent (`kaudit run`).
     #[serde(default)]
-    pub alerts: Option<serde_yaml_ng::Value>,
+    pub alerts: AlertsConfig,
     /// The daemon's operations server (/healthz, /readyz, /metrics).
     #[serde(default)]
     pub server: Option<ServerConfig>,
@@ -301,6 +303,7 @@ impl Config {
             }
         }
         problems.extend(self.validate_sources());
+        problems.extend(self.alerts.validate());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -416,8 +419,11 @@ impl Config {
     /// What `kaudit check` reports about sections read by parts not built yet.
     pub fn unread_sections(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if self.alerts.is_some() {
-            out.push("alerts");
+        if self.alerts.dedup_window.is_some() {
+            out.push("alerts.dedup_window");
+        }
+        if self.alerts.group_window.is_some() {
+            out.push("alerts.group_window");
         }
         out
     }
@@ -497,6 +503,10 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     duration_de(d)
 }
 
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    duration_de(d).map(Some)
+}
+
 pub(crate) fn duration_de<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -540,7 +550,7 @@ detection:
     PROD-eu-1: {pod_cidrs: [10.244.0.0/16], node_cidrs: [10.0.0.0/20], service_cidrs: [10.96.0.0/12], trusted_cidrs: [192.0.2.10]}
   token: {replay_window: 2h, forbidden_burst: {count: 5, window: 60}}
 sources: [{type: stdin}]
-alerts: {sinks: []}
+alerts: {group_window: 30s, sinks: []}
 "#,
         )
         .unwrap();
@@ -552,7 +562,7 @@ alerts: {sinks: []}
         assert_eq!(cfg.detection.token.forbidden_burst.window, 60);
         assert_eq!(cfg.detection.token.recon_window, 600);
         assert!(cfg.cluster("other").is_none());
-        assert_eq!(cfg.unread_sections(), ["alerts"]);
+        assert_eq!(cfg.unread_sections(), ["alerts.group_window"]);
         assert_eq!(cfg.sources.len(), 1);
     }
 

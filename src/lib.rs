@@ -19,6 +19,7 @@
 //! - [`cli`]: the evidence commands at the CLI edge; [`timespec`]: time
 //!   arguments.
 
+pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -317,7 +317,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
                 for section in cfg.unread_sections() {
                     println!(
-                        "kaudit check: {}: section `{section}` is accepted but not used yet (it belongs to `kaudit run`, not built yet)",
+                        "kaudit check: {}: `{section}` is accepted but not applied yet",
                         path.display()
                     );
                 }

@@ -68,7 +68,20 @@ pub struct Pipeline {
     state_written: Instant,
     state_every: Duration,
     store_error: Option<crate::store::Error>,
+    /// Where new findings are alerted (their outbox rows are written with
+    /// them); none for `scan`.
+    alerts: Option<std::sync::Arc<crate::config::AlertsConfig>>,
     pub counts: Counts,
+}
+
+/// Holds `f` for the next commit, with the sinks it is routed to.
+fn hold(pending: &mut Batch, alerts: Option<&crate::config::AlertsConfig>, f: Finding) {
+    if let Some(a) = alerts {
+        // Keep `outbox` parallel to `findings`.
+        pending.outbox.resize(pending.findings.len(), Vec::new());
+        pending.outbox.push(a.route(&f));
+    }
+    pending.findings.push(f);
 }
 
 impl Pipeline {
@@ -101,10 +114,16 @@ impl Pipeline {
                 state_written: Instant::now(),
                 state_every: Duration::from_secs(30),
                 store_error: None,
+                alerts: None,
                 counts: Counts::default(),
             },
             warning,
         ))
+    }
+
+    /// Routes new findings to alert sinks through the outbox.
+    pub fn set_alerts(&mut self, alerts: std::sync::Arc<crate::config::AlertsConfig>) {
+        self.alerts = Some(alerts);
     }
 
     pub fn detector(&self) -> &Detector {
@@ -152,13 +171,16 @@ impl Pipeline {
     /// Reports a finding made outside the rules (a silent stream), once.
     pub fn report(&mut self, f: Finding, out: &mut dyn Output) {
         let Pipeline {
-            detector, pending, ..
+            detector,
+            pending,
+            alerts,
+            ..
         } = self;
         let store = self.store.is_some();
         let counts = &mut self.counts;
         detector.report(f, &mut |f| {
             if store {
-                pending.findings.push(f);
+                hold(pending, alerts.as_deref(), f);
             } else {
                 emit(counts, out, &f);
             }
@@ -306,7 +328,7 @@ struct Feeder<'p, 'o, 's> {
 impl Feeder<'_, '_, '_> {
     fn take(&mut self, f: Finding) {
         if self.p.store.is_some() {
-            self.p.pending.findings.push(f);
+            hold(&mut self.p.pending, self.p.alerts.as_deref(), f);
         } else {
             emit(&mut self.p.counts, self.out, &f);
         }

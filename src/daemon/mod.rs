@@ -74,7 +74,10 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     for (i, s) in config.sources.iter().enumerate() {
         positions.push(store.source_checkpoints(&s.name(i))?);
     }
-    let (pipeline, warning) = Pipeline::new(Detector::with_token(rules, token), Some(store))?;
+    let (mut pipeline, warning) = Pipeline::new(Detector::with_token(rules, token), Some(store))?;
+    if !config.alerts.sinks.is_empty() {
+        pipeline.set_alerts(Arc::new(config.alerts.clone()));
+    }
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
@@ -98,6 +101,23 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         health: health.clone(),
         watch: silence::StreamWatch::new(config.stream.silence_after),
         limits: Limits::default(),
+    };
+    // Alert delivery: its own thread and database connection.
+    let deliverer = if config.alerts.sinks.is_empty() {
+        None
+    } else {
+        let d = crate::alert::Deliverer::new(
+            &storage.path,
+            &config.alerts,
+            metrics.clone(),
+            stop.clone(),
+        )
+        .map_err(DaemonError::Invalid)?;
+        Some(
+            std::thread::Builder::new()
+                .name("kaudit-alerts".into())
+                .spawn(move || d.run())?,
+        )
     };
     let handle = runtime.handle().clone();
     let engine_thread = std::thread::Builder::new()
@@ -228,6 +248,9 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         let _ = t.join();
     }
     let _ = engine_thread.join();
+    if let Some(d) = deliverer {
+        let _ = d.join();
+    }
     let _ = runtime.block_on(server);
     for t in tasks {
         let _ = runtime.block_on(t);

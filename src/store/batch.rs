@@ -26,6 +26,10 @@ pub struct Batch {
     pub checkpoints: Vec<SourceCheckpoint>,
     /// Detector snapshots (name, bytes) that replace the stored ones.
     pub state: Vec<(String, Vec<u8>)>,
+    /// The alert sinks each finding goes to (parallel to `findings`; a
+    /// missing entry is none). Only new findings enter the outbox: a
+    /// finding stored before was alerted before.
+    pub outbox: Vec<Vec<String>>,
 }
 
 /// An input that could not be decoded, kept with its raw bytes.
@@ -139,7 +143,13 @@ impl Store {
                      ON CONFLICT (cluster, audit_id, rule_id) DO NOTHING",
                 )
                 .map_err(sql("prepare the finding insert"))?;
-            for p in &prepared {
+            let mut enqueue = tx
+                .prepare_cached(
+                    "INSERT INTO alert_outbox (finding_id, sink, state, attempts, next_attempt_at)
+                     VALUES (?1, ?2, 'pending', 0, ?3) ON CONFLICT DO NOTHING",
+                )
+                .map_err(sql("prepare the outbox insert"))?;
+            for (i, p) in prepared.iter().enumerate() {
                 let f = p.f;
                 let seq = head.seq + 1;
                 let hash = chain::step(&head.hash, p.canonical.as_bytes());
@@ -166,6 +176,11 @@ impl Store {
                     .map_err(sql("insert a finding"))?;
                 if n == 1 {
                     head = Head { seq, hash };
+                    for sink in batch.outbox.get(i).into_iter().flatten() {
+                        enqueue
+                            .execute(params![f.id, sink, now])
+                            .map_err(sql("enqueue an alert"))?;
+                    }
                     out.push(Inserted::New {
                         seq,
                         hash: hash_hex,
@@ -457,6 +472,7 @@ mod tests {
                 position: "10".into(),
             }],
             state: vec![("token".into(), b"{}".to_vec())],
+            outbox: vec![vec!["siem".into()], vec!["siem".into()]],
         };
         let err = store.commit(&batch).unwrap_err();
         assert!(err.to_string().contains("forced failure"), "{err}");
@@ -471,6 +487,7 @@ mod tests {
         assert_eq!(count(&store, "coverage"), 0);
         assert_eq!(count(&store, "source_checkpoints"), 0);
         assert_eq!(store.detector_state("token").unwrap(), None);
+        assert_eq!(store.outbox_depth().unwrap(), (0, 0));
         // The chain is untouched and the next batch continues it.
         let out = store
             .commit(&Batch {

@@ -38,6 +38,7 @@ pub mod chain;
 pub mod checkpoint;
 mod error;
 pub mod keys;
+mod outbox;
 mod query;
 mod retention;
 mod schema;
@@ -55,6 +56,7 @@ pub use batch::{
 pub use chain::{ChainProblem, ChainReport, ProblemKind, ZERO_HASH, canonical_json, link_hash};
 pub use checkpoint::{ChainCheckpoint, CheckpointLine, PruneRecord, check_anchor};
 pub use error::Error;
+pub use outbox::OutboxItem;
 pub use query::{ChainRow, CoverageRow, Filter, StoredFinding};
 pub use retention::{Anchor, PruneReport};
 pub use schema::SCHEMA_VERSION;

@@ -2,7 +2,9 @@
 //! stdin and exit codes, over the committed fixtures and the peer events in
 //! ../shared/peers.
 
+mod alerts;
 mod daemon;
+mod deploy;
 mod docs;
 mod evidence;
 mod falco;

@@ -1,0 +1,174 @@
+//! The `alerts` section: where findings are sent. Today the `webhook` sink
+//! type is built (signed POSTs through the durable outbox); `slack` and
+//! `email` are refused by validation until they are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::Secret;
+use crate::finding::{Finding, Severity};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Links to findings in alerts start here (the console, later).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Accepted; repeats are not yet folded (every new finding alerts).
+    #[serde(default, deserialize_with = "super::opt_duration")]
+    pub dedup_window: Option<i64>,
+    /// Accepted; findings are not yet grouped into one message.
+    #[serde(default, deserialize_with = "super::opt_duration")]
+    pub group_window: Option<i64>,
+    /// Attempts before an alert is dead-lettered.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+fn default_attempts() -> u32 {
+    12
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            base_url: None,
+            dedup_window: None,
+            group_window: None,
+            max_attempts: default_attempts(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// One destination of alerts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub name: String,
+    /// `webhook` (built), `slack`, `email` (not yet).
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub min_severity: Option<Severity>,
+    #[serde(default)]
+    pub include: RouteFilter,
+    #[serde(default)]
+    pub exclude: RouteFilter,
+    // webhook
+    #[serde(default)]
+    pub url: Option<Secret>,
+    #[serde(default)]
+    pub url_env: Option<String>,
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    #[serde(default)]
+    pub hmac_secret: Option<Secret>,
+    #[serde(default)]
+    pub hmac_secret_env: Option<String>,
+    #[serde(default)]
+    pub hmac_secret_file: Option<PathBuf>,
+    /// Extra request headers (values are not secret: use hmac for that).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout() -> u64 {
+    10_000
+}
+
+/// Which findings a sink takes: empty lists match everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFilter {
+    #[serde(default)]
+    pub rules: Vec<String>,
+    #[serde(default)]
+    pub categories: Vec<String>,
+    #[serde(default)]
+    pub clusters: Vec<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+impl RouteFilter {
+    fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+            && self.categories.is_empty()
+            && self.clusters.is_empty()
+            && self.namespaces.is_empty()
+    }
+
+    /// Every non-empty list names the finding's value.
+    fn matches(&self, f: &Finding) -> bool {
+        let has = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
+        has(&self.rules, &f.rule_id)
+            && has(&self.categories, &f.category)
+            && has(&self.clusters, &f.cluster)
+            && has(&self.namespaces, f.namespace.as_deref().unwrap_or(""))
+    }
+}
+
+impl SinkConfig {
+    /// Whether this sink takes `f`.
+    pub fn routes(&self, f: &Finding) -> bool {
+        self.min_severity.is_none_or(|min| f.severity >= min)
+            && self.include.matches(f)
+            && (self.exclude.is_empty() || !self.exclude.matches(f))
+    }
+}
+
+impl AlertsConfig {
+    /// The sinks `f` goes to.
+    pub fn route(&self, f: &Finding) -> Vec<String> {
+        self.sinks
+            .iter()
+            .filter(|s| s.routes(f))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    pub(super) fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut names = std::collections::BTreeSet::new();
+        for (i, s) in self.sinks.iter().enumerate() {
+            if !names.insert(&s.name) {
+                problems.push(format!(
+                    "alerts.sinks[{i}]: the name {:?} is used twice",
+                    s.name
+                ));
+            }
+            match s.kind.as_str() {
+                "webhook" => {
+                    let ways = usize::from(s.url.is_some())
+                        + usize::from(s.url_env.is_some())
+                        + usize::from(s.url_file.is_some());
+                    if ways != 1 {
+                        problems.push(format!(
+                            "alerts.sinks[{i}] ({}): a webhook sink needs one of url, url_env, url_file",
+                            s.name
+                        ));
+                    }
+                }
+                "slack" | "email" => problems.push(format!(
+                    "alerts.sinks[{i}] ({}): the {} sink is not built yet (only webhook is)",
+                    s.name, s.kind
+                )),
+                other => problems.push(format!(
+                    "alerts.sinks[{i}] ({}): unknown type {other:?}: write webhook",
+                    s.name
+                )),
+            }
+        }
+        if self.max_attempts == 0 {
+            problems.push("alerts.max_attempts must be at least 1".to_owned());
+        }
+        problems
+    }
+}

@@ -1,0 +1,131 @@
+//! The alert outbox: one row per (finding, sink), written in the same
+//! transaction as the finding (`Batch::outbox`), then worked off by the
+//! delivery loop: delivered, retried later, or dead-lettered after too many
+//! attempts, visibly. A crash between a commit and a delivery loses
+//! nothing; a delivery recorded is never sent again.
+
+use rusqlite::params;
+
+use super::error::sql;
+use super::{Error, Store};
+
+/// One alert waiting to go out.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub finding_id: String,
+    pub sink: String,
+    pub attempts: u32,
+    /// The stored finding, canonical JSON.
+    pub finding: String,
+}
+
+impl Store {
+    /// Alerts due at `now` (Unix seconds), oldest first, at most `limit`.
+    pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxItem>, Error> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT o.finding_id, o.sink, o.attempts, f.finding
+                 FROM alert_outbox o JOIN findings f ON f.id = o.finding_id
+                 WHERE o.state = 'pending' AND o.next_attempt_at <= ?1
+                 ORDER BY o.next_attempt_at, f.seq LIMIT ?2",
+            )
+            .map_err(sql("read the outbox"))?;
+        let rows = q
+            .query_map(params![now, limit as i64], |r| {
+                Ok(OutboxItem {
+                    finding_id: r.get(0)?,
+                    sink: r.get(1)?,
+                    attempts: r.get::<_, i64>(2)?.max(0) as u32,
+                    finding: r.get(3)?,
+                })
+            })
+            .map_err(sql("read the outbox"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("read the outbox"))
+    }
+
+    /// The alert went out: never sent again.
+    pub fn outbox_delivered(&self, finding_id: &str, sink: &str) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "UPDATE alert_outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL
+                 WHERE finding_id = ?1 AND sink = ?2",
+                params![finding_id, sink],
+            )
+            .map_err(sql("record a delivery"))?;
+        Ok(())
+    }
+
+    /// The attempt failed: try again at `next_at`, or give up (`dead`).
+    pub fn outbox_failed(
+        &self,
+        finding_id: &str,
+        sink: &str,
+        error: &str,
+        next_at: i64,
+        dead: bool,
+    ) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?3,
+                     next_attempt_at = ?4, state = CASE WHEN ?5 THEN 'dead' ELSE 'pending' END
+                 WHERE finding_id = ?1 AND sink = ?2",
+                params![finding_id, sink, error, next_at, dead],
+            )
+            .map_err(sql("record a failed delivery"))?;
+        Ok(())
+    }
+
+    /// Alerts not delivered yet (pending), and given up on (dead).
+    pub fn outbox_depth(&self) -> Result<(u64, u64), Error> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'dead'), 0) FROM alert_outbox",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(sql("count the outbox"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{Batch, Inserted};
+
+    #[test]
+    fn new_findings_enter_the_outbox_once() {
+        let (_dir, mut store) = temp_store();
+        let batch = Batch {
+            findings: vec![
+                finding("c1", "a1", "pod-exec"),
+                finding("c1", "a2", "pod-exec"),
+            ],
+            outbox: vec![vec!["siem".into(), "slack".into()], vec![]],
+            ..Batch::default()
+        };
+        let out = store.commit(&batch).unwrap();
+        assert!(matches!(out[0], Inserted::New { .. }));
+        let due = store.outbox_due(i64::MAX, 10).unwrap();
+        assert_eq!(due.len(), 2);
+        assert!(due.iter().all(|d| d.finding.contains("\"a1\"")));
+        // The same finding again (a redelivery) adds nothing to the outbox.
+        store.commit(&batch).unwrap();
+        assert_eq!(store.outbox_due(i64::MAX, 10).unwrap().len(), 2);
+        store
+            .outbox_delivered(&due[0].finding_id, &due[0].sink)
+            .unwrap();
+        store
+            .outbox_failed(&due[1].finding_id, &due[1].sink, "503", 100, false)
+            .unwrap();
+        assert_eq!(store.outbox_due(99, 10).unwrap().len(), 0);
+        let again = store.outbox_due(100, 10).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 1);
+        store
+            .outbox_failed(&again[0].finding_id, &again[0].sink, "503", 200, true)
+            .unwrap();
+        assert_eq!(store.outbox_depth().unwrap(), (0, 1));
+    }
+}
