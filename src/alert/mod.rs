@@ -13,6 +13,7 @@
 //! Built today: the `webhook` sink. Slack, email, grouping, dedup windows,
 //! throttles, silences and the heartbeat are the rest of the alerting issue.
 
+pub mod slack;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -48,9 +49,24 @@ pub fn backoff(attempts: u32) -> i64 {
         .min(MAX_BACKOFF)
 }
 
+/// A built sink.
+enum Sink {
+    Webhook(webhook::WebhookSink),
+    Slack(slack::SlackSink),
+}
+
+impl Sink {
+    fn send(&self, finding_id: &str, finding: &str, now: i64) -> Outcome {
+        match self {
+            Sink::Webhook(s) => s.send(finding_id, finding, now),
+            Sink::Slack(s) => s.send(finding),
+        }
+    }
+}
+
 pub struct Deliverer {
     store: Store,
-    sinks: BTreeMap<String, webhook::WebhookSink>,
+    sinks: BTreeMap<String, Sink>,
     max_attempts: u32,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -67,7 +83,11 @@ impl Deliverer {
     ) -> Result<Deliverer, String> {
         let mut sinks = BTreeMap::new();
         for s in &cfg.sinks {
-            sinks.insert(s.name.clone(), webhook::WebhookSink::new(s)?);
+            let sink = match s.kind.as_str() {
+                "slack" => Sink::Slack(slack::SlackSink::new(s, cfg.base_url.as_deref())?),
+                _ => Sink::Webhook(webhook::WebhookSink::new(s)?),
+            };
+            sinks.insert(s.name.clone(), sink);
         }
         let store = Store::open(db).map_err(|e| e.to_string())?;
         Ok(Deliverer {

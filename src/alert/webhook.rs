@@ -70,37 +70,44 @@ impl WebhookSink {
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        match req.body(body.to_owned()).send() {
-            Ok(r) if r.status().is_success() => Outcome::Delivered,
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let retry_after = r
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<i64>().ok());
-                if status == 429 || status == 408 || status >= 500 {
-                    Outcome::Retry {
-                        error: format!("HTTP {status}"),
-                        after: retry_after,
-                    }
-                } else {
-                    // The receiver refuses this payload: retrying will not help.
-                    Outcome::Rejected(format!("HTTP {status}"))
+        classify(req.body(body.to_owned()).send())
+    }
+}
+
+/// What an HTTP answer (or its absence) means for a delivery: 2xx
+/// delivered; 429, 408 and 5xx later (after Retry-After when given);
+/// another status rejected for good; no answer later.
+pub fn classify(r: reqwest::Result<reqwest::blocking::Response>) -> Outcome {
+    match r {
+        Ok(r) if r.status().is_success() => Outcome::Delivered,
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok());
+            if status == 429 || status == 408 || status >= 500 {
+                Outcome::Retry {
+                    error: format!("HTTP {status}"),
+                    after: retry_after,
                 }
+            } else {
+                // The receiver refuses this payload: retrying will not help.
+                Outcome::Rejected(format!("HTTP {status}"))
             }
-            // Never the URL in the error: it may hold a token.
-            Err(e) => Outcome::Retry {
-                error: if e.is_timeout() {
-                    "timed out".to_owned()
-                } else if e.is_connect() {
-                    "cannot connect".to_owned()
-                } else {
-                    "request failed".to_owned()
-                },
-                after: None,
-            },
         }
+        // Never the URL in the error: it may hold a token.
+        Err(e) => Outcome::Retry {
+            error: if e.is_timeout() {
+                "timed out".to_owned()
+            } else if e.is_connect() {
+                "cannot connect".to_owned()
+            } else {
+                "request failed".to_owned()
+            },
+            after: None,
+        },
     }
 }
 

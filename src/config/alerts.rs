@@ -77,6 +77,24 @@ pub struct SinkConfig {
     pub headers: BTreeMap<String, String>,
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    // slack
+    #[serde(default)]
+    pub webhook_url: Option<Secret>,
+    #[serde(default)]
+    pub webhook_url_env: Option<String>,
+    #[serde(default)]
+    pub webhook_url_file: Option<PathBuf>,
+    #[serde(default)]
+    pub bot_token: Option<Secret>,
+    #[serde(default)]
+    pub bot_token_env: Option<String>,
+    #[serde(default)]
+    pub bot_token_file: Option<PathBuf>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// chat.postMessage's address (a proxy, tests).
+    #[serde(default)]
+    pub api_url: Option<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -156,12 +174,27 @@ impl AlertsConfig {
                         ));
                     }
                 }
-                "slack" | "email" => problems.push(format!(
-                    "alerts.sinks[{i}] ({}): the {} sink is not built yet (only webhook is)",
+                "slack" => {
+                    let hook = usize::from(s.webhook_url.is_some())
+                        + usize::from(s.webhook_url_env.is_some())
+                        + usize::from(s.webhook_url_file.is_some());
+                    let bot = usize::from(s.bot_token.is_some())
+                        + usize::from(s.bot_token_env.is_some())
+                        + usize::from(s.bot_token_file.is_some());
+                    if !((hook == 1 && bot == 0) || (hook == 0 && bot == 1 && s.channel.is_some()))
+                    {
+                        problems.push(format!(
+                            "alerts.sinks[{i}] ({}): a slack sink needs webhook_url (or _env, _file), or bot_token (or _env, _file) with channel",
+                            s.name
+                        ));
+                    }
+                }
+                "email" => problems.push(format!(
+                    "alerts.sinks[{i}] ({}): the {} sink is not built yet (webhook and slack are)",
                     s.name, s.kind
                 )),
                 other => problems.push(format!(
-                    "alerts.sinks[{i}] ({}): unknown type {other:?}: write webhook",
+                    "alerts.sinks[{i}] ({}): unknown type {other:?}: write webhook or slack",
                     s.name
                 )),
             }

@@ -32,6 +32,11 @@ struct Receiver {
 
 impl Receiver {
     fn start(port: u16, refuse: usize) -> Receiver {
+        Receiver::start_with(port, refuse, 503)
+    }
+
+    /// Answers `status` (Retry-After: 1) to the first `refuse` requests.
+    fn start_with(port: u16, refuse: usize, refusal: u16) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -66,7 +71,7 @@ impl Receiver {
                 let mut body = vec![0; len];
                 let _ = r.read_exact(&mut body);
                 let mut all = s2.lock().unwrap();
-                let status = if all.len() < refuse { 503 } else { 200 };
+                let status = if all.len() < refuse { refusal } else { 200 };
                 all.push(Seen {
                     headers,
                     body: String::from_utf8_lossy(&body).into_owned(),
@@ -90,7 +95,12 @@ impl Receiver {
     fn delivered(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
         for s in self.seen().iter().filter(|s| s.status == 200) {
-            *m.entry(s.headers["idempotency-key"].clone()).or_default() += 1;
+            let key = s
+                .headers
+                .get("idempotency-key")
+                .cloned()
+                .unwrap_or_else(|| s.body.clone());
+            *m.entry(key).or_default() += 1;
         }
         m
     }
@@ -204,4 +214,57 @@ alerts:
                 .unwrap(),
         )
     }));
+}
+
+/// Slack: a Block Kit message per finding through an incoming webhook;
+/// attacker-chosen strings cannot mention or link; 429 means later.
+#[test]
+fn slack_messages_escape_and_respect_rate_limits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    let hook = free_port();
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"cluster: prod
+storage: {{path: {db}}}
+server: {{listen: "127.0.0.1:{ops}"}}
+sources: [{{type: file, path: "{log}", poll_ms: 50}}]
+alerts:
+  base_url: https://kaudit.example
+  sinks:
+    - {{name: secops, type: slack, webhook_url: "http://127.0.0.1:{hook}/services/T0/B0/x", min_severity: medium, include: {{rules: [pod-exec]}}}}
+"#,
+            db = path_str(&db),
+            log = path_str(&log),
+        ),
+    )
+    .unwrap();
+    let receiver = Receiver::start_with(hook, 1, 429);
+    // The attacker names the pod and the command.
+    let line = exec_line("s1")
+        .replace("\"name\":\"web-1\"", "\"name\":\"web-1<!here>\"")
+        .replace("command=sh", "command=%3C%21channel%3E");
+    std::fs::write(&log, format!("{line}\n")).unwrap();
+    let d = Daemon::start(&cfg, ops);
+    wait("the slack message", || receiver.delivered().len() == 1);
+    d.stop();
+    let seen = receiver.seen();
+    assert_eq!(seen[0].status, 429);
+    let ok = seen.iter().find(|s| s.status == 200).unwrap();
+    let msg: serde_json::Value = serde_json::from_str(&ok.body).unwrap();
+    assert_eq!(msg["blocks"][0]["type"], "header");
+    let text = ok.body.clone();
+    assert!(
+        !text.contains("<!channel>") && !text.contains("<!here>"),
+        "{text}"
+    );
+    assert!(text.contains("web-1&lt;!here&gt;"), "{text}");
+    assert!(text.contains("&lt;!channel&gt;"), "{text}");
+    assert!(text.contains("https://kaudit.example/findings/"), "{text}");
+    assert!(receiver.delivered().values().all(|n| *n == 1));
 }
