@@ -29,6 +29,12 @@ if ! command -v tansu >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
   cargo install --locked tansu --version 0.6.0 --features dynostore
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
+# A real SMTP server for the email sink's end-to-end test (aiosmtpd, from
+# PyPI, into a venv under ~/.cache).
+if [ ! -x "$HOME/.cache/kaudit-venv/bin/python" ] || ! "$HOME/.cache/kaudit-venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+  python3 -m venv "$HOME/.cache/kaudit-venv"
+  "$HOME/.cache/kaudit-venv/bin/pip" install --quiet aiosmtpd==1.4.6
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -13,6 +13,7 @@
 //! Built today: the `webhook` sink. Slack, email, grouping, dedup windows,
 //! throttles, silences and the heartbeat are the rest of the alerting issue.
 
+pub mod email;
 pub mod slack;
 pub mod webhook;
 
@@ -53,6 +54,7 @@ pub fn backoff(attempts: u32) -> i64 {
 enum Sink {
     Webhook(webhook::WebhookSink),
     Slack(slack::SlackSink),
+    Email(Box<email::EmailSink>),
 }
 
 impl Sink {
@@ -60,6 +62,7 @@ impl Sink {
         match self {
             Sink::Webhook(s) => s.send(finding_id, finding, now),
             Sink::Slack(s) => s.send(finding),
+            Sink::Email(s) => s.send(finding),
         }
     }
 }
@@ -85,6 +88,9 @@ impl Deliverer {
         for s in &cfg.sinks {
             let sink = match s.kind.as_str() {
                 "slack" => Sink::Slack(slack::SlackSink::new(s, cfg.base_url.as_deref())?),
+                "email" => {
+                    Sink::Email(Box::new(email::EmailSink::new(s, cfg.base_url.as_deref())?))
+                }
                 _ => Sink::Webhook(webhook::WebhookSink::new(s)?),
             };
             sinks.insert(s.name.clone(), sink);

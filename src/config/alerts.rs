@@ -95,6 +95,40 @@ pub struct SinkConfig {
     /// chat.postMessage's address (a proxy, tests).
     #[serde(default)]
     pub api_url: Option<String>,
+    // email
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+}
+
+/// An SMTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `none`, `starttls` (default) or `tls`.
+    #[serde(default = "default_smtp_tls")]
+    pub tls: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Trust this CA (PEM) for the server's certificate, besides the public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_smtp_tls() -> String {
+    "starttls".to_owned()
 }
 
 fn default_timeout() -> u64 {
@@ -189,12 +223,24 @@ impl AlertsConfig {
                         ));
                     }
                 }
-                "email" => problems.push(format!(
-                    "alerts.sinks[{i}] ({}): the {} sink is not built yet (webhook and slack are)",
-                    s.name, s.kind
-                )),
+                "email" => {
+                    if s.smtp.is_none() || s.from.is_none() || s.to.is_empty() {
+                        problems.push(format!(
+                            "alerts.sinks[{i}] ({}): an email sink needs smtp, from and to",
+                            s.name
+                        ));
+                    }
+                    if let Some(smtp) = &s.smtp
+                        && !matches!(smtp.tls.as_str(), "none" | "starttls" | "tls")
+                    {
+                        problems.push(format!(
+                            "alerts.sinks[{i}] ({}): smtp.tls {:?}: write none, starttls or tls",
+                            s.name, smtp.tls
+                        ));
+                    }
+                }
                 other => problems.push(format!(
-                    "alerts.sinks[{i}] ({}): unknown type {other:?}: write webhook or slack",
+                    "alerts.sinks[{i}] ({}): unknown type {other:?}: write webhook, slack or email",
                     s.name
                 )),
             }

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::TcpListener;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -267,4 +268,130 @@ alerts:
     assert!(text.contains("&lt;!channel&gt;"), "{text}");
     assert!(text.contains("https://kaudit.example/findings/"), "{text}");
     assert!(receiver.delivered().values().all(|n| *n == 1));
+}
+
+/// The venv's Python with aiosmtpd (scripts/test.sh installs it).
+fn smtp_python() -> PathBuf {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let py = PathBuf::from(home).join(".cache/kaudit-venv/bin/python");
+    assert!(
+        py.is_file(),
+        "aiosmtpd is not installed: scripts/test.sh installs it into ~/.cache/kaudit-venv"
+    );
+    py
+}
+
+/// Email over STARTTLS to a real SMTP server (aiosmtpd), read back with
+/// Python's email parser: subject, both parts, HTML escaping.
+#[test]
+fn email_alerts_reach_a_real_smtp_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    let maildir = dir.join("mail");
+    let pki = super::daemon::make_pki(dir, "unused");
+    let smtp_port = free_port();
+    let mut smtp = Command::new(smtp_python())
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{smtp_port}"),
+            "--tlscert",
+            &path_str(&pki.cert),
+            "--tlskey",
+            &path_str(&pki.key),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+            &path_str(&maildir),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait("aiosmtpd", || {
+        std::net::TcpStream::connect(("127.0.0.1", smtp_port)).is_ok()
+    });
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"cluster: prod
+storage: {{path: {db}}}
+server: {{listen: "127.0.0.1:{ops}"}}
+sources: [{{type: file, path: "{log}", poll_ms: 50}}]
+alerts:
+  base_url: https://kaudit.example
+  sinks:
+    - name: soc-mail
+      type: email
+      smtp: {{host: 127.0.0.1, port: {smtp_port}, tls: starttls, ca_file: {ca}}}
+      from: "kaudit <kaudit@example.com>"
+      to: [soc@example.com]
+      include: {{rules: [pod-exec]}}
+"#,
+            db = path_str(&db),
+            log = path_str(&log),
+            ca = path_str(&pki.ca),
+        ),
+    )
+    .unwrap();
+    let line = exec_line("m1").replace(
+        "\"username\":\"alice@example.com\"",
+        "\"username\":\"<script>alert(1)</script>\"",
+    );
+    std::fs::write(&log, format!("{line}\n")).unwrap();
+    let d = Daemon::start(&cfg, ops);
+    let new = maildir.join("new");
+    wait("the mail", || {
+        std::fs::read_dir(&new).map(|r| r.count()).unwrap_or(0) == 1
+    });
+    d.stop();
+    let _ = smtp.kill();
+    let _ = smtp.wait();
+    let file = std::fs::read_dir(&new)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let script = r#"
+import email, json, sys
+from email import policy
+m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=policy.default)
+parts = {p.get_content_type(): p.get_content() for p in m.walk() if not p.is_multipart()}
+print(json.dumps({"subject": m["subject"], "from": m["from"], "to": m["to"], "type": m.get_content_type(), "parts": parts}))
+"#;
+    let out = Command::new(smtp_python())
+        .args(["-c", script, &path_str(&file)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["type"], "multipart/alternative");
+    assert!(
+        m["subject"].as_str().unwrap().starts_with("[kaudit][")
+            && m["subject"]
+                .as_str()
+                .unwrap()
+                .ends_with("] pod-exec — prod"),
+        "{m}"
+    );
+    assert_eq!(m["to"], "soc@example.com");
+    let html = m["parts"]["text/html"].as_str().unwrap();
+    let text = m["parts"]["text/plain"].as_str().unwrap();
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(text.contains("Who: <script>alert(1)</script>"), "{text}");
+    assert!(html.contains("https://kaudit.example/findings/"), "{html}");
 }
