@@ -395,3 +395,57 @@ print(json.dumps({"subject": m["subject"], "from": m["from"], "to": m["to"], "ty
     assert!(text.contains("Who: <script>alert(1)</script>"), "{text}");
     assert!(html.contains("https://kaudit.example/findings/"), "{html}");
 }
+
+/// What leaves kaudit is the redacted evidence: a TokenRequest's issued
+/// token and a Secret's data never reach a sink.
+#[test]
+fn alerts_carry_no_secret_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    let hook = free_port();
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: prod\nstorage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\nalerts: {{sinks: [{{name: siem, type: webhook, url: \"http://127.0.0.1:{hook}/\"}}]}}\n",
+            path_str(&db),
+            path_str(&log)
+        ),
+    )
+    .unwrap();
+    let jwt = "eyJhbGciOiJSUzI1NiIsImtpZCI6IngifQ.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6Y2k6ZGVwbG95ZXIifQ.c2lnbmF0dXJlLWJ5dGVzLWhlcmU";
+    let token_request = format!(
+        r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"RequestResponse","auditID":"tr1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/ci/serviceaccounts/deployer/token","verb":"create","user":{{"username":"alice@example.com"}},"sourceIPs":["198.51.100.7"],"userAgent":"kubectl/v1.30.4","objectRef":{{"resource":"serviceaccounts","namespace":"ci","name":"deployer","subresource":"token","apiVersion":"v1"}},"responseStatus":{{"code":201}},"requestObject":{{"kind":"TokenRequest","spec":{{"expirationSeconds":3600}}}},"responseObject":{{"kind":"TokenRequest","status":{{"token":"{jwt}","expirationTimestamp":"2026-11-03T11:00:00Z"}}}},"requestReceivedTimestamp":"2026-11-03T10:00:00Z","annotations":{{"authentication.kubernetes.io/issued-credential-id":"JTI=abc"}}}}"#
+    );
+    let secret = r#"{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"Request","auditID":"sc1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/kube-system/secrets","verb":"create","user":{"username":"mallory@example.com"},"sourceIPs":["198.51.100.8"],"objectRef":{"resource":"secrets","namespace":"kube-system","name":"cac-token","apiVersion":"v1"},"responseStatus":{"code":201},"requestObject":{"kind":"Secret","type":"kubernetes.io/service-account-token","metadata":{"name":"cac-token","annotations":{"kubernetes.io/service-account.name":"clusterrole-aggregation-controller"}},"data":{"token":"aHVudGVyMi1zdXBlci1zZWNyZXQ="},"stringData":{"password":"hunter2-super-secret"}},"requestReceivedTimestamp":"2026-11-03T10:00:01Z"}"#;
+    std::fs::write(&log, format!("{token_request}\n{secret}\n")).unwrap();
+    let receiver = Receiver::start(hook, 0);
+    let d = Daemon::start(&cfg, ops);
+    wait("the alerts", || {
+        let rules: Vec<String> = receiver
+            .seen()
+            .iter()
+            .map(|s| {
+                serde_json::from_str::<serde_json::Value>(&s.body).unwrap()["rule_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        rules.contains(&"token-minted-by-user".to_owned())
+            && rules.contains(&"token-secret-read".to_owned())
+    });
+    d.stop();
+    for s in receiver.seen() {
+        for secret in [jwt, "aHVudGVyMi1zdXBlci1zZWNyZXQ=", "hunter2-super-secret"] {
+            assert!(
+                !s.body.contains(secret),
+                "a secret value left kaudit: {}",
+                s.body
+            );
+        }
+    }
+}
