@@ -67,6 +67,54 @@ impl Sink {
     }
 }
 
+/// Builds every configured sink.
+fn build_sinks(cfg: &AlertsConfig) -> Result<BTreeMap<String, Sink>, String> {
+    let mut sinks = BTreeMap::new();
+    for s in &cfg.sinks {
+        let sink = match s.kind.as_str() {
+            "slack" => Sink::Slack(slack::SlackSink::new(s, cfg.base_url.as_deref())?),
+            "email" => Sink::Email(Box::new(email::EmailSink::new(s, cfg.base_url.as_deref())?)),
+            _ => Sink::Webhook(webhook::WebhookSink::new(s)?),
+        };
+        sinks.insert(s.name.clone(), sink);
+    }
+    Ok(sinks)
+}
+
+/// Tells every sink about a problem of kaudit itself, directly: used when
+/// the store (and so the outbox) cannot be written. Best effort, once per
+/// problem; the outcome is logged.
+pub struct Notifier {
+    sinks: BTreeMap<String, Sink>,
+}
+
+impl Notifier {
+    /// # Errors
+    /// A sink that cannot be built.
+    pub fn new(cfg: &AlertsConfig) -> Result<Notifier, String> {
+        Ok(Notifier {
+            sinks: build_sinks(cfg)?,
+        })
+    }
+
+    pub fn notify(&self, f: &crate::finding::Finding) {
+        let Ok(body) = serde_json::to_string(f) else {
+            return;
+        };
+        let now = crate::timespec::now();
+        for (name, sink) in &self.sinks {
+            match sink.send(&f.id, &body, now) {
+                Outcome::Delivered => {
+                    tracing::info!(sink = %name, rule = %f.rule_id, "sink told directly")
+                }
+                other => {
+                    tracing::warn!(sink = %name, rule = %f.rule_id, outcome = ?other, "could not tell the sink")
+                }
+            }
+        }
+    }
+}
+
 pub struct Deliverer {
     store: Store,
     sinks: BTreeMap<String, Sink>,
@@ -84,17 +132,7 @@ impl Deliverer {
         metrics: Arc<Metrics>,
         stop: Arc<AtomicBool>,
     ) -> Result<Deliverer, String> {
-        let mut sinks = BTreeMap::new();
-        for s in &cfg.sinks {
-            let sink = match s.kind.as_str() {
-                "slack" => Sink::Slack(slack::SlackSink::new(s, cfg.base_url.as_deref())?),
-                "email" => {
-                    Sink::Email(Box::new(email::EmailSink::new(s, cfg.base_url.as_deref())?))
-                }
-                _ => Sink::Webhook(webhook::WebhookSink::new(s)?),
-            };
-            sinks.insert(s.name.clone(), sink);
-        }
+        let sinks = build_sinks(cfg)?;
         let store = Store::open(db).map_err(|e| e.to_string())?;
         Ok(Deliverer {
             store,

@@ -40,6 +40,8 @@ pub struct Engine {
     pub health: Arc<StoreHealth>,
     pub watch: StreamWatch,
     pub limits: Limits,
+    /// Tells the sinks directly when the store fails.
+    pub notifier: Option<crate::alert::Notifier>,
 }
 
 /// A committed batch's acknowledgement, held until the commit succeeds.
@@ -267,6 +269,14 @@ impl Engine {
         if was {
             // Told once; the alert sinks (which need no disk) hear of it here.
             tracing::error!(error = %msg, "the store refused a commit: nothing is acknowledged until it works again");
+            if let Some(n) = &self.notifier {
+                let cluster = self.config.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
+                n.notify(&crate::detect::pipeline::store_unwritable(
+                    cluster,
+                    &msg,
+                    crate::timespec::now(),
+                ));
+            }
         }
         if let Ok(mut l) = self.health.last_error.lock() {
             *l = Some(msg);

@@ -101,6 +101,11 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         health: health.clone(),
         watch: silence::StreamWatch::new(config.stream.silence_after),
         limits: Limits::default(),
+        notifier: if config.alerts.sinks.is_empty() {
+            None
+        } else {
+            Some(crate::alert::Notifier::new(&config.alerts).map_err(DaemonError::Invalid)?)
+        },
     };
     // Alert delivery: its own thread and database connection.
     let deliverer = if config.alerts.sinks.is_empty() {

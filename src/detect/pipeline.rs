@@ -214,6 +214,33 @@ pub fn stream_silent(cluster: &str, last: i64, after: i64, now: i64) -> Finding 
     f
 }
 
+pub static STORE_UNWRITABLE: LazyLock<RuleMeta> = LazyLock::new(|| {
+    meta(
+        "store-unwritable",
+        "kaudit cannot write its findings store",
+        Severity::Critical,
+        "pipeline",
+        &[],
+    )
+});
+
+/// The store refused a commit at `now`: nothing is acknowledged until it
+/// works again. Sent to the sinks directly (it cannot be stored).
+pub fn store_unwritable(cluster: &str, error: &str, now: i64) -> Finding {
+    let at = crate::timespec::unix_to_rfc3339(now);
+    let mut f = event_less(
+        &STORE_UNWRITABLE,
+        cluster,
+        format!("pipeline:{cluster}:store-unwritable:{at}"),
+        format!(
+            "kaudit cannot write its findings store ({error}): input is held, not acknowledged, until it can"
+        ),
+        json!({"error": error, "since": at}),
+    );
+    f.time = Some(at);
+    f
+}
+
 /// `cluster`, silent since `last`, sent an event again at `now`.
 pub fn stream_resumed(cluster: &str, last: i64, now: i64) -> Finding {
     let since = crate::timespec::unix_to_rfc3339(last);

@@ -449,3 +449,74 @@ fn alerts_carry_no_secret_values() {
         }
     }
 }
+
+/// When the store refuses commits, the sinks (which need no disk) are told
+/// once, directly; the findings held meanwhile are alerted once it works.
+#[test]
+fn a_failing_store_is_told_to_the_sinks_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    let hook = free_port();
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: prod\nstorage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\nalerts: {{sinks: [{{name: siem, type: webhook, url: \"http://127.0.0.1:{hook}/\", min_severity: medium}}]}}\n",
+            path_str(&db),
+            path_str(&log)
+        ),
+    )
+    .unwrap();
+    std::fs::write(&log, format!("{}\n", exec_line("f0"))).unwrap();
+    let receiver = Receiver::start(hook, 0);
+    let d = Daemon::start(&cfg, ops);
+    wait("the first alert", || receiver.delivered().len() == 1);
+    super::daemon::rusqlite_exec(
+        &db,
+        "CREATE TRIGGER refuse BEFORE INSERT ON findings BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
+    );
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    for i in 1..4 {
+        writeln!(f, "{}", exec_line(&format!("f{i}"))).unwrap();
+    }
+    let rule_of = |s: &Seen| {
+        serde_json::from_str::<serde_json::Value>(&s.body).unwrap()["rule_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    wait("the store-unwritable notice", || {
+        receiver
+            .seen()
+            .iter()
+            .any(|s| rule_of(s) == "store-unwritable")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    super::daemon::rusqlite_exec(&db, "DROP TRIGGER refuse;");
+    wait("the held findings' alerts", || {
+        receiver.delivered().len() == 5
+    });
+    d.stop();
+    let notices: Vec<Seen> = receiver
+        .seen()
+        .into_iter()
+        .filter(|s| rule_of(s) == "store-unwritable")
+        .collect();
+    assert_eq!(notices.len(), 1, "told once");
+    assert!(
+        notices[0].body.contains("disk full (test)"),
+        "{}",
+        notices[0].body
+    );
+    assert_eq!(
+        receiver
+            .seen()
+            .iter()
+            .filter(|s| rule_of(s) == "pod-exec")
+            .count(),
+        4
+    );
+}

@@ -305,7 +305,7 @@ fn operations_endpoints_and_store_failure() {
 }
 
 /// Runs SQL on the daemon's database from outside (another connection).
-fn rusqlite_exec(db: &Path, sql: &str) {
+pub fn rusqlite_exec(db: &Path, sql: &str) {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(30)).unwrap();
     conn.execute_batch(sql).unwrap();
