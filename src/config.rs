@@ -329,6 +329,22 @@ impl Config {
                             "sources[{i}] ({name}): a kafka source needs `topic` or `topics`"
                         ));
                     }
+                    if let Some(e) = &k.envelope
+                        && !(matches!(
+                            e.as_str(),
+                            "auto"
+                                | "raw"
+                                | "eventlist"
+                                | "cloudwatch"
+                                | "firehose"
+                                | "aks"
+                                | "gke"
+                        ) || e.strip_prefix("field:").is_some_and(|f| !f.is_empty()))
+                    {
+                        problems.push(format!(
+                            "sources[{i}] ({name}): envelope {e:?}: write auto, raw, eventlist, cloudwatch, firehose, aks, gke or field:NAME"
+                        ));
+                    }
                     if let Some(c) = &k.cluster_from
                         && !(c == "key"
                             || c == "topic"
@@ -581,6 +597,16 @@ alerts: {group_window: 30s, sinks: []}
         let e = Config::parse("detection:\n  clusters:\n    a: {automation_identities: ['*']}\n")
             .unwrap_err();
         assert!(e.contains("would trust everyone"), "{e}");
+        let e = Config::parse(
+            "sources: [{type: kafka, brokers: b, topic: t, group_id: g, envelope: soap, cluster_from: header}]\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("envelope \"soap\"") && e.contains("cluster_from \"header\""),
+            "{e}"
+        );
+        let e = Config::parse("alerts: {sinks: [{name: x, type: pager}]}\n").unwrap_err();
+        assert!(e.contains("unknown type \"pager\""), "{e}");
         let e = Config::parse("detection:\n  clusters:\n    A: {}\n    a: {}\n").unwrap_err();
         assert!(e.contains("configured twice"), "{e}");
     }
