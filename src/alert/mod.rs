@@ -118,6 +118,8 @@ impl Notifier {
 pub struct Deliverer {
     store: Store,
     sinks: BTreeMap<String, Sink>,
+    heartbeat: Option<crate::config::Heartbeat>,
+    cluster: String,
     max_attempts: u32,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
@@ -137,15 +139,60 @@ impl Deliverer {
         Ok(Deliverer {
             store,
             sinks,
+            heartbeat: cfg.heartbeat.clone(),
+            cluster: crate::finding::DEFAULT_CLUSTER.to_owned(),
             max_attempts: cfg.max_attempts,
             metrics,
             stop,
         })
     }
 
+    /// The cluster named in heartbeats (the config's `cluster`).
+    pub fn with_cluster(mut self, cluster: Option<&str>) -> Self {
+        if let Some(c) = cluster {
+            self.cluster = c.to_owned();
+        }
+        self
+    }
+
+    /// Sends a heartbeat when one is due (directly: it is not stored).
+    fn beat(&self, last: &mut Option<std::time::Instant>) {
+        let Some(h) = &self.heartbeat else { return };
+        if last.is_some_and(|t| t.elapsed().as_secs() < h.interval.max(1) as u64) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let Some(sink) = self.sinks.get(&h.sink) else {
+            return;
+        };
+        let now = crate::timespec::now();
+        let (pending, dead) = self.store.outbox_depth().unwrap_or((0, 0));
+        let f = crate::detect::pipeline::heartbeat(
+            &self.cluster,
+            now,
+            serde_json::json!({"outbox_pending": pending, "outbox_dead": dead}),
+        );
+        let Ok(body) = serde_json::to_string(&f) else {
+            return;
+        };
+        let o = match sink.send(&f.id, &body, now) {
+            Outcome::Delivered => "heartbeat",
+            _ => "heartbeat-failed",
+        };
+        self.metrics
+            .alert_deliveries
+            .get_or_create(&SinkOutcome {
+                sink: h.sink.clone(),
+                outcome: o.to_owned(),
+            })
+            .inc();
+    }
+
     /// Works the outbox off until `stop`.
     pub fn run(self) {
+        let mut last_beat = None;
         while !self.stop.load(Ordering::Relaxed) {
+            self.beat(&mut last_beat);
             let worked = match self.once() {
                 Ok(n) => n,
                 Err(e) => {

@@ -22,6 +22,10 @@ pub struct AlertsConfig {
     /// Accepted; findings are not yet grouped into one message.
     #[serde(default, deserialize_with = "super::opt_duration")]
     pub group_window: Option<i64>,
+    /// A dead man's switch: `sink` gets a heartbeat every `interval`, so
+    /// that kaudit itself stopping is noticed where alerts are read.
+    #[serde(default)]
+    pub heartbeat: Option<Heartbeat>,
     /// Attempts before an alert is dead-lettered.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
@@ -33,6 +37,14 @@ fn default_attempts() -> u32 {
     12
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub sink: String,
+    #[serde(deserialize_with = "super::duration_de")]
+    pub interval: i64,
+}
+
 impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
@@ -40,6 +52,7 @@ impl Default for AlertsConfig {
             dedup_window: None,
             group_window: None,
             max_attempts: default_attempts(),
+            heartbeat: None,
             sinks: Vec::new(),
         }
     }
@@ -243,6 +256,14 @@ impl AlertsConfig {
                     "alerts.sinks[{i}] ({}): unknown type {other:?}: write webhook, slack or email",
                     s.name
                 )),
+            }
+        }
+        if let Some(h) = &self.heartbeat {
+            if !self.sinks.iter().any(|s| s.name == h.sink) {
+                problems.push(format!("alerts.heartbeat.sink {:?} names no sink", h.sink));
+            }
+            if h.interval <= 0 {
+                problems.push("alerts.heartbeat.interval must be longer than 0".to_owned());
             }
         }
         if self.max_attempts == 0 {

@@ -117,7 +117,8 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
             metrics.clone(),
             stop.clone(),
         )
-        .map_err(DaemonError::Invalid)?;
+        .map_err(DaemonError::Invalid)?
+        .with_cluster(config.cluster.as_deref());
         Some(
             std::thread::Builder::new()
                 .name("kaudit-alerts".into())

@@ -214,6 +214,30 @@ pub fn stream_silent(cluster: &str, last: i64, after: i64, now: i64) -> Finding 
     f
 }
 
+pub static HEARTBEAT: LazyLock<RuleMeta> = LazyLock::new(|| {
+    meta(
+        "kaudit-heartbeat",
+        "kaudit is running",
+        Severity::Info,
+        "pipeline",
+        &[],
+    )
+});
+
+/// The heartbeat sent at `now` (not stored: its absence is the signal).
+pub fn heartbeat(cluster: &str, now: i64, stats: serde_json::Value) -> Finding {
+    let at = crate::timespec::unix_to_rfc3339(now);
+    let mut f = event_less(
+        &HEARTBEAT,
+        cluster,
+        format!("pipeline:{cluster}:kaudit-heartbeat:{at}"),
+        format!("kaudit is running ({at}); if these stop, kaudit has stopped"),
+        stats,
+    );
+    f.time = Some(at);
+    f
+}
+
 pub static STORE_UNWRITABLE: LazyLock<RuleMeta> = LazyLock::new(|| {
     meta(
         "store-unwritable",

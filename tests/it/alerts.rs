@@ -520,3 +520,38 @@ fn a_failing_store_is_told_to_the_sinks_once() {
         4
     );
 }
+
+/// The dead man's switch: the heartbeat sink hears from kaudit every
+/// interval, and stops hearing when kaudit stops.
+#[test]
+fn heartbeat_reaches_its_sink_every_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let hook = free_port();
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: prod\nstorage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\"}}]\nalerts:\n  heartbeat: {{sink: ops, interval: 1s}}\n  sinks: [{{name: ops, type: webhook, url: \"http://127.0.0.1:{hook}/\"}}]\n",
+            path_str(&dir.join("k.db")),
+            path_str(&dir.join("none.log"))
+        ),
+    )
+    .unwrap();
+    let receiver = Receiver::start(hook, 0);
+    let d = Daemon::start(&cfg, ops);
+    wait("three heartbeats", || receiver.seen().len() >= 3);
+    d.stop();
+    let n = receiver.seen().len();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        receiver.seen().len() <= n + 1,
+        "no heartbeat after the stop"
+    );
+    for s in receiver.seen() {
+        let f: serde_json::Value = serde_json::from_str(&s.body).unwrap();
+        assert_eq!(f["rule_id"], "kaudit-heartbeat");
+        assert_eq!(f["cluster"], "prod");
+    }
+}
