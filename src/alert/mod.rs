@@ -3,9 +3,10 @@
 //! The pipeline routes each new finding to its sinks (`AlertsConfig::route`)
 //! and the store writes the outbox rows in the transaction that stores the
 //! finding. [`Deliverer`] (its own thread and database connection) works the
-//! outbox off: each alert is sent, then recorded as delivered; a failure is
-//! retried with exponential backoff (or the receiver's Retry-After), and
-//! after `max_attempts` dead-lettered, visibly (`kaudit_outbox_depth`, the
+//! outbox off, one thread per sink: each alert is sent, then recorded as
+//! delivered; a failure is retried with exponential backoff and jitter (or
+//! the receiver's Retry-After), and after `max_attempts` or `max_age`
+//! dead-lettered, visibly (`kaudit_outbox_depth`, the
 //! `alert_outbox` table). A delivery recorded is never sent again; one sent
 //! but not yet recorded when kaudit dies is sent again with the same
 //! `Idempotency-Key`.
@@ -115,33 +116,36 @@ impl Notifier {
     }
 }
 
+/// Works the outbox off: one thread per sink, each with its own database
+/// connection, so that a slow or dead sink never holds up the others (nor
+/// the pipeline, which only writes the outbox).
 pub struct Deliverer {
-    store: Store,
+    db: std::path::PathBuf,
     sinks: BTreeMap<String, Sink>,
     heartbeat: Option<crate::config::Heartbeat>,
     cluster: String,
     max_attempts: u32,
+    max_age: i64,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 }
 
 impl Deliverer {
     /// # Errors
-    /// A sink that cannot be built (a secret missing), or the store.
+    /// A sink that cannot be built (a secret missing).
     pub fn new(
         db: &Path,
         cfg: &AlertsConfig,
         metrics: Arc<Metrics>,
         stop: Arc<AtomicBool>,
     ) -> Result<Deliverer, String> {
-        let sinks = build_sinks(cfg)?;
-        let store = Store::open(db).map_err(|e| e.to_string())?;
         Ok(Deliverer {
-            store,
-            sinks,
+            db: db.to_owned(),
+            sinks: build_sinks(cfg)?,
             heartbeat: cfg.heartbeat.clone(),
             cluster: crate::finding::DEFAULT_CLUSTER.to_owned(),
             max_attempts: cfg.max_attempts,
+            max_age: cfg.max_age,
             metrics,
             stop,
         })
@@ -155,16 +159,72 @@ impl Deliverer {
         self
     }
 
+    /// Starts one delivery thread per sink.
+    ///
+    /// # Errors
+    /// When the store cannot be opened or a thread started.
+    pub fn spawn(self) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
+        let mut threads = Vec::new();
+        for (name, sink) in self.sinks {
+            let w = Worker {
+                store: Store::open(&self.db).map_err(|e| e.to_string())?,
+                heartbeat: self
+                    .heartbeat
+                    .as_ref()
+                    .filter(|h| h.sink == name)
+                    .map(|h| h.interval),
+                name: name.clone(),
+                sink,
+                cluster: self.cluster.clone(),
+                max_attempts: self.max_attempts,
+                max_age: self.max_age,
+                metrics: self.metrics.clone(),
+                stop: self.stop.clone(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("kaudit-alert-{name}"))
+                    .spawn(move || w.run())
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        Ok(threads)
+    }
+}
+
+/// One sink's delivery loop.
+struct Worker {
+    store: Store,
+    name: String,
+    sink: Sink,
+    heartbeat: Option<i64>,
+    cluster: String,
+    max_attempts: u32,
+    max_age: i64,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn count(&self, outcome: &str) {
+        self.metrics
+            .alert_deliveries
+            .get_or_create(&SinkOutcome {
+                sink: self.name.clone(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
     /// Sends a heartbeat when one is due (directly: it is not stored).
     fn beat(&self, last: &mut Option<std::time::Instant>) {
-        let Some(h) = &self.heartbeat else { return };
-        if last.is_some_and(|t| t.elapsed().as_secs() < h.interval.max(1) as u64) {
+        let Some(interval) = self.heartbeat else {
+            return;
+        };
+        if last.is_some_and(|t| t.elapsed().as_secs() < interval.max(1) as u64) {
             return;
         }
         *last = Some(std::time::Instant::now());
-        let Some(sink) = self.sinks.get(&h.sink) else {
-            return;
-        };
         let now = crate::timespec::now();
         let (pending, dead) = self.store.outbox_depth().unwrap_or((0, 0));
         let f = crate::detect::pipeline::heartbeat(
@@ -175,28 +235,20 @@ impl Deliverer {
         let Ok(body) = serde_json::to_string(&f) else {
             return;
         };
-        let o = match sink.send(&f.id, &body, now) {
-            Outcome::Delivered => "heartbeat",
-            _ => "heartbeat-failed",
-        };
-        self.metrics
-            .alert_deliveries
-            .get_or_create(&SinkOutcome {
-                sink: h.sink.clone(),
-                outcome: o.to_owned(),
-            })
-            .inc();
+        match self.sink.send(&f.id, &body, now) {
+            Outcome::Delivered => self.count("heartbeat"),
+            _ => self.count("heartbeat-failed"),
+        }
     }
 
-    /// Works the outbox off until `stop`.
-    pub fn run(self) {
+    fn run(self) {
         let mut last_beat = None;
         while !self.stop.load(Ordering::Relaxed) {
             self.beat(&mut last_beat);
             let worked = match self.once() {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, "the outbox cannot be read; retrying");
+                    tracing::warn!(sink = %self.name, error = %e, "the outbox cannot be read; retrying");
                     0
                 }
             };
@@ -206,10 +258,10 @@ impl Deliverer {
         }
     }
 
-    /// One pass over what is due; the number of attempts made.
+    /// One pass over what is due for this sink; the number of attempts.
     fn once(&self) -> Result<usize, crate::store::Error> {
         let now = crate::timespec::now();
-        let due = self.store.outbox_due(now, 100)?;
+        let due = self.store.outbox_due(now, 100, Some(&self.name))?;
         if let Ok((pending, _dead)) = self.store.outbox_depth() {
             self.metrics.outbox_depth.set(pending as i64);
         }
@@ -217,31 +269,17 @@ impl Deliverer {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
-            let outcome = match self.sinks.get(&item.sink) {
-                Some(sink) => sink.send(&item.finding_id, &item.finding, now),
-                // Removed from the configuration since: kept, not sent.
-                None => Outcome::Retry {
-                    error: "no such sink in the configuration".into(),
-                    after: Some(MAX_BACKOFF),
-                },
-            };
-            let label = |o: &str| SinkOutcome {
-                sink: item.sink.clone(),
-                outcome: o.to_owned(),
-            };
-            match outcome {
+            match self.sink.send(&item.finding_id, &item.finding, now) {
                 Outcome::Delivered => {
                     self.store.outbox_delivered(&item.finding_id, &item.sink)?;
-                    self.metrics
-                        .alert_deliveries
-                        .get_or_create(&label("delivered"))
-                        .inc();
+                    self.count("delivered");
                 }
                 Outcome::Retry { error, after } => {
                     let attempts = item.attempts + 1;
-                    let dead = attempts >= self.max_attempts;
+                    let too_old = now.saturating_sub(item.stored_at) > self.max_age;
+                    let dead = attempts >= self.max_attempts || too_old;
                     let wait = after
-                        .unwrap_or_else(|| backoff(item.attempts))
+                        .unwrap_or_else(|| jittered(backoff(item.attempts), &item.finding_id))
                         .clamp(1, MAX_BACKOFF);
                     self.store.outbox_failed(
                         &item.finding_id,
@@ -250,21 +288,18 @@ impl Deliverer {
                         now + wait,
                         dead,
                     )?;
-                    let o = if dead { "dead" } else { "retry" };
-                    self.metrics.alert_deliveries.get_or_create(&label(o)).inc();
                     if dead {
-                        tracing::error!(sink = %item.sink, finding = %item.finding_id, attempts, error = %error, "alert dead-lettered");
+                        self.count("dead");
+                        tracing::error!(sink = %item.sink, finding = %item.finding_id, attempts, too_old, error = %error, "alert dead-lettered");
                     } else {
+                        self.count("retry");
                         tracing::warn!(sink = %item.sink, finding = %item.finding_id, attempts, error = %error, retry_in = wait, "alert delivery failed");
                     }
                 }
                 Outcome::Rejected(error) => {
                     self.store
                         .outbox_failed(&item.finding_id, &item.sink, &error, now, true)?;
-                    self.metrics
-                        .alert_deliveries
-                        .get_or_create(&label("rejected"))
-                        .inc();
+                    self.count("rejected");
                     tracing::error!(sink = %item.sink, finding = %item.finding_id, error = %error, "alert rejected by the receiver; dead-lettered");
                 }
             }
@@ -273,10 +308,23 @@ impl Deliverer {
     }
 }
 
+/// `secs` spread by up to ±20 % (from the finding id: alerts that failed
+/// together do not all come back in the same second).
+fn jittered(secs: i64, id: &str) -> i64 {
+    let h = id
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let pct = i64::from(h % 41) - 20;
+    (secs + secs * pct / 100).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
     fn backoff_doubles_up_to_an_hour() {
+        let j = super::jittered(100, "abc");
+        assert!((80..=120).contains(&j));
+        assert_eq!(super::jittered(100, "abc"), j);
         assert_eq!(super::backoff(0), 5);
         assert_eq!(super::backoff(1), 10);
         assert_eq!(super::backoff(3), 40);

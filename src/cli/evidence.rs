@@ -120,20 +120,45 @@ pub fn findings(
             Format::Text => {
                 let f = &row.finding;
                 let s = |k: &str| f.get(k).and_then(|v| v.as_str()).unwrap_or("-");
+                // Alerts not delivered (yet) show beside the finding.
+                let undelivered: Vec<String> = store
+                    .alert_states(s("id"))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|a| a.state != "delivered")
+                    .map(|a| match a.last_error {
+                        Some(e) => format!("{} {} ({e})", a.sink, a.state),
+                        None => format!("{} {}", a.sink, a.state),
+                    })
+                    .collect();
+                let alerts = if undelivered.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [alert {}]", undelivered.join(", "))
+                };
                 writeln!(
                     out,
-                    "{:<27} {:<8} {:<30} {:<14} {}",
+                    "{:<27} {:<8} {:<30} {:<14} {}{}",
                     terminal_safe(s("time")),
                     terminal_safe(s("severity")),
                     terminal_safe(s("rule_id")),
                     terminal_safe(s("cluster")),
-                    terminal_safe(s("summary"))
+                    terminal_safe(s("summary")),
+                    terminal_safe(&alerts)
                 )?;
             }
         }
     }
     out.flush()?;
-    eprintln!("kaudit findings: {} matched", rows.len());
+    let (pending, dead) = store.outbox_depth().unwrap_or((0, 0));
+    if pending + dead > 0 {
+        eprintln!(
+            "kaudit findings: {} matched; alerts waiting: {pending}, dead-lettered: {dead}",
+            rows.len()
+        );
+    } else {
+        eprintln!("kaudit findings: {} matched", rows.len());
+    }
     Ok(())
 }
 

@@ -26,6 +26,10 @@ pub struct AlertsConfig {
     /// that kaudit itself stopping is noticed where alerts are read.
     #[serde(default)]
     pub heartbeat: Option<Heartbeat>,
+    /// Age (since the finding was stored) after which a failing alert is
+    /// dead-lettered.
+    #[serde(default = "default_max_age", deserialize_with = "super::duration_de")]
+    pub max_age: i64,
     /// Attempts before an alert is dead-lettered.
     #[serde(default = "default_attempts")]
     pub max_attempts: u32,
@@ -35,6 +39,10 @@ pub struct AlertsConfig {
 
 fn default_attempts() -> u32 {
     12
+}
+
+fn default_max_age() -> i64 {
+    7 * 86_400
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +60,7 @@ impl Default for AlertsConfig {
             dedup_window: None,
             group_window: None,
             max_attempts: default_attempts(),
+            max_age: default_max_age(),
             heartbeat: None,
             sinks: Vec::new(),
         }

@@ -108,8 +108,8 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         },
     };
     // Alert delivery: its own thread and database connection.
-    let deliverer = if config.alerts.sinks.is_empty() {
-        None
+    let deliverers = if config.alerts.sinks.is_empty() {
+        Vec::new()
     } else {
         let d = crate::alert::Deliverer::new(
             &storage.path,
@@ -119,11 +119,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         )
         .map_err(DaemonError::Invalid)?
         .with_cluster(config.cluster.as_deref());
-        Some(
-            std::thread::Builder::new()
-                .name("kaudit-alerts".into())
-                .spawn(move || d.run())?,
-        )
+        d.spawn().map_err(DaemonError::Invalid)?
     };
     let handle = runtime.handle().clone();
     let engine_thread = std::thread::Builder::new()
@@ -254,7 +250,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         let _ = t.join();
     }
     let _ = engine_thread.join();
-    if let Some(d) = deliverer {
+    for d in deliverers {
         let _ = d.join();
     }
     let _ = runtime.block_on(server);

@@ -17,27 +17,70 @@ pub struct OutboxItem {
     pub attempts: u32,
     /// The stored finding, canonical JSON.
     pub finding: String,
+    /// When the finding was stored (Unix seconds): the alert's age.
+    pub stored_at: i64,
+}
+
+/// Where one alert of a finding stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AlertState {
+    pub sink: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
 }
 
 impl Store {
-    /// Alerts due at `now` (Unix seconds), oldest first, at most `limit`.
-    pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxItem>, Error> {
+    /// Alerts due at `now` (Unix seconds), oldest first, at most `limit`;
+    /// only `sink`'s when given.
+    pub fn outbox_due(
+        &self,
+        now: i64,
+        limit: usize,
+        sink: Option<&str>,
+    ) -> Result<Vec<OutboxItem>, Error> {
         let mut q = self
             .conn
             .prepare_cached(
-                "SELECT o.finding_id, o.sink, o.attempts, f.finding
+                "SELECT o.finding_id, o.sink, o.attempts, f.finding, f.inserted_at
                  FROM alert_outbox o JOIN findings f ON f.id = o.finding_id
                  WHERE o.state = 'pending' AND o.next_attempt_at <= ?1
+                   AND (?3 IS NULL OR o.sink = ?3)
                  ORDER BY o.next_attempt_at, f.seq LIMIT ?2",
             )
             .map_err(sql("read the outbox"))?;
         let rows = q
-            .query_map(params![now, limit as i64], |r| {
+            .query_map(params![now, limit as i64, sink], |r| {
                 Ok(OutboxItem {
                     finding_id: r.get(0)?,
                     sink: r.get(1)?,
                     attempts: r.get::<_, i64>(2)?.max(0) as u32,
                     finding: r.get(3)?,
+                    stored_at: r.get(4)?,
+                })
+            })
+            .map_err(sql("read the outbox"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("read the outbox"))
+    }
+
+    /// Each alert of finding `id`: (sink, state, attempts, last error).
+    pub fn alert_states(&self, id: &str) -> Result<Vec<AlertState>, Error> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT sink, state, attempts, last_error FROM alert_outbox
+                 WHERE finding_id = ?1 ORDER BY sink",
+            )
+            .map_err(sql("read the outbox"))?;
+        let rows = q
+            .query_map(params![id], |r| {
+                Ok(AlertState {
+                    sink: r.get(0)?,
+                    state: r.get(1)?,
+                    attempts: r.get::<_, i64>(2)?.max(0) as u32,
+                    last_error: r.get(3)?,
                 })
             })
             .map_err(sql("read the outbox"))?;
@@ -107,25 +150,36 @@ mod tests {
         };
         let out = store.commit(&batch).unwrap();
         assert!(matches!(out[0], Inserted::New { .. }));
-        let due = store.outbox_due(i64::MAX, 10).unwrap();
+        let due = store.outbox_due(i64::MAX, 10, None).unwrap();
         assert_eq!(due.len(), 2);
         assert!(due.iter().all(|d| d.finding.contains("\"a1\"")));
         // The same finding again (a redelivery) adds nothing to the outbox.
         store.commit(&batch).unwrap();
-        assert_eq!(store.outbox_due(i64::MAX, 10).unwrap().len(), 2);
+        assert_eq!(store.outbox_due(i64::MAX, 10, None).unwrap().len(), 2);
         store
             .outbox_delivered(&due[0].finding_id, &due[0].sink)
             .unwrap();
         store
             .outbox_failed(&due[1].finding_id, &due[1].sink, "503", 100, false)
             .unwrap();
-        assert_eq!(store.outbox_due(99, 10).unwrap().len(), 0);
-        let again = store.outbox_due(100, 10).unwrap();
+        assert_eq!(store.outbox_due(99, 10, None).unwrap().len(), 0);
+        let again = store.outbox_due(100, 10, None).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].attempts, 1);
         store
             .outbox_failed(&again[0].finding_id, &again[0].sink, "503", 200, true)
             .unwrap();
         assert_eq!(store.outbox_depth().unwrap(), (0, 1));
+        assert_eq!(
+            store.outbox_due(i64::MAX, 10, Some("nope")).unwrap().len(),
+            0
+        );
+        let states = store.alert_states(&again[0].finding_id).unwrap();
+        assert!(
+            states.iter().any(|a| a.state == "dead"
+                && a.attempts == 2
+                && a.last_error.as_deref() == Some("503")),
+            "{states:?}"
+        );
     }
 }

@@ -555,3 +555,63 @@ fn heartbeat_reaches_its_sink_every_interval() {
         assert_eq!(f["cluster"], "prod");
     }
 }
+
+/// A sink that hangs does not hold up another; a sink that refuses the
+/// payload dead-letters it, visibly in `kaudit findings`.
+#[test]
+fn a_stuck_sink_blocks_no_other_and_dead_letters_show() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    // Accepts connections and never answers.
+    let stuck = TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_port = stuck.local_addr().unwrap().port();
+    let good = free_port();
+    let refusing = free_port();
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"storage: {{path: {db}}}
+server: {{listen: "127.0.0.1:{ops}"}}
+sources: [{{type: file, path: "{log}", poll_ms: 50}}]
+alerts:
+  sinks:
+    - {{name: stuck, type: webhook, url: "http://127.0.0.1:{stuck_port}/", timeout_ms: 20000, include: {{rules: [pod-exec]}}}}
+    - {{name: good, type: webhook, url: "http://127.0.0.1:{good}/", include: {{rules: [pod-exec]}}}}
+    - {{name: refusing, type: webhook, url: "http://127.0.0.1:{refusing}/", include: {{rules: [pod-exec]}}}}
+"#,
+            db = path_str(&db),
+            log = path_str(&log),
+        ),
+    )
+    .unwrap();
+    let lines: Vec<String> = (0..3).map(|i| exec_line(&format!("s{i}"))).collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let good_rx = Receiver::start(good, 0);
+    let refusing_rx = Receiver::start_with(refusing, 100, 400);
+    let start = Instant::now();
+    let d = Daemon::start(&cfg, ops);
+    wait("the good sink's alerts", || good_rx.delivered().len() == 3);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "held up by the stuck sink"
+    );
+    wait("the refusals", || refusing_rx.seen().len() == 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = kaudit(
+        &["findings", "--db", &path_str(&db), "--rule", "pod-exec"],
+        b"",
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("refusing dead (HTTP 400)"), "{text}");
+    assert!(
+        stderr(&out).contains("dead-lettered: 3"),
+        "{}",
+        stderr(&out)
+    );
+    drop(stuck);
+    d.stop();
+}
