@@ -177,6 +177,12 @@ enum Command {
         #[command(flatten)]
         rules: RulesArg,
     },
+    /// Hold back alerts of findings like these until a time: add, list,
+    /// expire. Silenced findings are still stored, and marked.
+    Silence {
+        #[command(subcommand)]
+        command: SilenceCommand,
+    },
     /// Run the daemon: read the configured sources continuously, store
     /// findings, serve /healthz, /readyz and /metrics. SIGTERM drains and
     /// stops; SIGHUP reloads the rules.
@@ -222,6 +228,26 @@ impl RulesArg {
 }
 
 #[derive(Subcommand)]
+enum SilenceCommand {
+    /// Add a silence (at least one matcher, an expiry and a comment).
+    Add(Box<kaudit::cli::silence::AddArgs>),
+    /// List active silences (--all: ended ones too).
+    List {
+        #[arg(long, value_name = "FILE")]
+        db: PathBuf,
+        #[arg(long)]
+        all: bool,
+    },
+    /// End a silence now.
+    Expire {
+        #[arg(long, value_name = "FILE")]
+        db: PathBuf,
+        /// The silence's id (from add or list).
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
 enum RulesCommand {
     /// Print the catalogue: id, severity, category, title and the rules of
     /// other tools each one replaces.
@@ -263,6 +289,14 @@ fn main() -> ExitCode {
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Rules { command } => rules_command(command),
+        Command::Silence { command } => {
+            match command {
+                SilenceCommand::Add(a) => kaudit::cli::silence::add(&a)?,
+                SilenceCommand::List { db, all } => kaudit::cli::silence::list(&db, all)?,
+                SilenceCommand::Expire { db, id } => kaudit::cli::silence::expire(&db, id)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { config, rule_paths } => {
             kaudit::daemon::run(&config, &rule_paths)?;
             Ok(ExitCode::SUCCESS)

@@ -21,6 +21,8 @@ use crate::store::{Batch, CoverageDelta, Inserted, QuarantineRow, SourceCheckpoi
 
 /// Findings (or quarantined inputs) held before a commit is due.
 pub const BATCH_FINDINGS: usize = 1000;
+/// How often active silences are read from the store.
+const SILENCES_EVERY: Duration = Duration::from_secs(2);
 /// Quarantined bytes held before a commit is due.
 const BATCH_QUARANTINE_BYTES: usize = 8 << 20;
 
@@ -71,15 +73,37 @@ pub struct Pipeline {
     /// Where new findings are alerted (their outbox rows are written with
     /// them); none for `scan`.
     alerts: Option<std::sync::Arc<crate::config::AlertsConfig>>,
+    /// Active silences, read from the store every few seconds (the CLI adds
+    /// them from another process).
+    silences: Vec<crate::store::Silence>,
+    silences_read: Option<Instant>,
     pub counts: Counts,
 }
 
-/// Holds `f` for the next commit, with the sinks it is routed to.
-fn hold(pending: &mut Batch, alerts: Option<&crate::config::AlertsConfig>, f: Finding) {
+/// Holds `f` for the next commit, with the sinks it is routed to, unless a
+/// silence holds its alerts back (it is stored and marked all the same).
+fn hold(
+    pending: &mut Batch,
+    alerts: Option<&crate::config::AlertsConfig>,
+    silences: &[crate::store::Silence],
+    f: Finding,
+) {
     if let Some(a) = alerts {
-        // Keep `outbox` parallel to `findings`.
-        pending.outbox.resize(pending.findings.len(), Vec::new());
-        pending.outbox.push(a.route(&f));
+        // Keep `outbox` and `silenced` parallel to `findings`.
+        let n = pending.findings.len();
+        pending.outbox.resize(n, Vec::new());
+        pending.silenced.resize(n, None);
+        let now = crate::timespec::now();
+        match silences.iter().find(|s| s.matches(&f, now)) {
+            Some(s) => {
+                pending.outbox.push(Vec::new());
+                pending.silenced.push(Some(s.id));
+            }
+            None => {
+                pending.outbox.push(a.route(&f));
+                pending.silenced.push(None);
+            }
+        }
     }
     pending.findings.push(f);
 }
@@ -115,6 +139,8 @@ impl Pipeline {
                 state_every: Duration::from_secs(30),
                 store_error: None,
                 alerts: None,
+                silences: Vec::new(),
+                silences_read: None,
                 counts: Counts::default(),
             },
             warning,
@@ -124,6 +150,25 @@ impl Pipeline {
     /// Routes new findings to alert sinks through the outbox.
     pub fn set_alerts(&mut self, alerts: std::sync::Arc<crate::config::AlertsConfig>) {
         self.alerts = Some(alerts);
+    }
+
+    /// Reads the active silences again when the last read is older than a
+    /// few seconds (alerting only).
+    fn refresh_silences(&mut self) {
+        if self.alerts.is_none()
+            || self
+                .silences_read
+                .is_some_and(|t| t.elapsed() < SILENCES_EVERY)
+        {
+            return;
+        }
+        self.silences_read = Some(Instant::now());
+        if let Some(store) = &self.store {
+            match store.silences(crate::timespec::now(), false) {
+                Ok(s) => self.silences = s,
+                Err(e) => tracing::warn!(error = %e, "silences cannot be read; the last ones stay"),
+            }
+        }
     }
 
     pub fn detector(&self) -> &Detector {
@@ -160,6 +205,7 @@ impl Pipeline {
         ctx: &Context<'_>,
         out: &mut dyn Output,
     ) -> Result<(), decode::Error> {
+        self.refresh_silences();
         let mut feeder = Feeder {
             p: self,
             out,
@@ -170,17 +216,19 @@ impl Pipeline {
 
     /// Reports a finding made outside the rules (a silent stream), once.
     pub fn report(&mut self, f: Finding, out: &mut dyn Output) {
+        self.refresh_silences();
         let Pipeline {
             detector,
             pending,
             alerts,
+            silences,
             ..
         } = self;
         let store = self.store.is_some();
         let counts = &mut self.counts;
         detector.report(f, &mut |f| {
             if store {
-                hold(pending, alerts.as_deref(), f);
+                hold(pending, alerts.as_deref(), silences, f);
             } else {
                 emit(counts, out, &f);
             }
@@ -328,7 +376,12 @@ struct Feeder<'p, 'o, 's> {
 impl Feeder<'_, '_, '_> {
     fn take(&mut self, f: Finding) {
         if self.p.store.is_some() {
-            hold(&mut self.p.pending, self.p.alerts.as_deref(), f);
+            hold(
+                &mut self.p.pending,
+                self.p.alerts.as_deref(),
+                &self.p.silences,
+                f,
+            );
         } else {
             emit(&mut self.p.counts, self.out, &f);
         }

@@ -131,11 +131,14 @@ pub fn findings(
                         None => format!("{} {}", a.sink, a.state),
                     })
                     .collect();
-                let alerts = if undelivered.is_empty() {
+                let mut alerts = if undelivered.is_empty() {
                     String::new()
                 } else {
                     format!("  [alert {}]", undelivered.join(", "))
                 };
+                if let Ok(Some(silence)) = store.silenced_by(s("id")) {
+                    alerts.push_str(&format!("  [silenced by {silence}]"));
+                }
                 writeln!(
                     out,
                     "{:<27} {:<8} {:<30} {:<14} {}{}",

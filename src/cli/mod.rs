@@ -3,3 +3,4 @@
 //! evidence commands (findings, export, verify, keygen, checkpoint).
 
 pub mod evidence;
+pub mod silence;

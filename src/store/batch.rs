@@ -30,6 +30,9 @@ pub struct Batch {
     /// missing entry is none). Only new findings enter the outbox: a
     /// finding stored before was alerted before.
     pub outbox: Vec<Vec<String>>,
+    /// The silence that held back each finding's alerts (parallel to
+    /// `findings`; missing is none).
+    pub silenced: Vec<Option<i64>>,
 }
 
 /// An input that could not be decoded, kept with its raw bytes.
@@ -176,6 +179,13 @@ impl Store {
                     .map_err(sql("insert a finding"))?;
                 if n == 1 {
                     head = Head { seq, hash };
+                    if let Some(Some(silence)) = batch.silenced.get(i) {
+                        tx.execute(
+                            "INSERT OR IGNORE INTO silenced (finding_id, silence_id) VALUES (?1, ?2)",
+                            params![f.id, silence],
+                        )
+                        .map_err(sql("mark a finding silenced"))?;
+                    }
                     for sink in batch.outbox.get(i).into_iter().flatten() {
                         enqueue
                             .execute(params![f.id, sink, now])
@@ -473,6 +483,7 @@ mod tests {
             }],
             state: vec![("token".into(), b"{}".to_vec())],
             outbox: vec![vec!["siem".into()], vec!["siem".into()]],
+            silenced: vec![Some(1), None],
         };
         let err = store.commit(&batch).unwrap_err();
         assert!(err.to_string().contains("forced failure"), "{err}");

@@ -42,6 +42,7 @@ mod outbox;
 mod query;
 mod retention;
 mod schema;
+mod silence;
 #[cfg(test)]
 pub(crate) mod testutil;
 
@@ -60,6 +61,7 @@ pub use outbox::{AlertState, OutboxItem};
 pub use query::{ChainRow, CoverageRow, Filter, StoredFinding};
 pub use retention::{Anchor, PruneReport};
 pub use schema::SCHEMA_VERSION;
+pub use silence::Silence;
 
 /// How long a write waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -122,6 +122,27 @@ CREATE TABLE detector_state (
     updated_at INTEGER NOT NULL
 );
 "#,
+    // 3: silences, and which findings they held back.
+    r#"
+CREATE TABLE silences (
+    id         INTEGER PRIMARY KEY,
+    rule       TEXT,
+    category   TEXT,
+    cluster    TEXT,
+    namespace  TEXT,
+    user       TEXT,
+    finding    TEXT,
+    expires_at INTEGER NOT NULL,             -- unix seconds
+    comment    TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expired_at INTEGER                       -- ended by hand
+);
+CREATE TABLE silenced (
+    finding_id TEXT PRIMARY KEY REFERENCES findings (id) ON DELETE CASCADE,
+    silence_id INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version this kaudit writes.

@@ -615,3 +615,99 @@ alerts:
     drop(stuck);
     d.stop();
 }
+
+/// `kaudit silence`: silenced findings are stored and marked, not sent;
+/// once the silence ends, alerts flow again.
+#[test]
+fn silences_hold_back_alerts_not_findings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let dbs = path_str(&db);
+    let log = dir.join("audit.log");
+    let hook = free_port();
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage: {{path: {dbs}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\nalerts: {{sinks: [{{name: siem, type: webhook, url: \"http://127.0.0.1:{hook}/\", include: {{rules: [pod-exec]}}}}]}}\n",
+            path_str(&log)
+        ),
+    )
+    .unwrap();
+    std::fs::write(&log, "").unwrap();
+    let receiver = Receiver::start(hook, 0);
+    let d = Daemon::start(&cfg, ops);
+    let bad = kaudit(
+        &[
+            "silence",
+            "add",
+            "--db",
+            &dbs,
+            "--expires",
+            "1h",
+            "--comment",
+            "x",
+        ],
+        b"",
+    );
+    assert!(stderr(&bad).contains("at least one of"), "{}", stderr(&bad));
+    let added = kaudit(
+        &[
+            "silence",
+            "add",
+            "--db",
+            &dbs,
+            "--rule",
+            "pod-exec",
+            "--namespace",
+            "shop",
+            "--expires",
+            "1h",
+            "--comment",
+            "planned maintenance",
+            "--by",
+            "oncall",
+        ],
+        b"",
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let list = kaudit(&["silence", "list", "--db", &dbs], b"");
+    let text = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        text.contains("rule=pod-exec namespace=shop")
+            && text.contains("by oncall: planned maintenance"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(2500)); // the daemon reads silences every 2 s
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(f, "{}", exec_line("q1")).unwrap();
+    d.wait_for(
+        || super::daemon::exec_counts(&db).len() == 1,
+        "the finding stored",
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(receiver.seen().is_empty(), "a silenced finding was sent");
+    let out = kaudit(&["findings", "--db", &dbs, "--rule", "pod-exec"], b"");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[silenced by 1]"));
+    // Ended: the next exec alerts.
+    assert!(
+        kaudit(&["silence", "expire", "--db", &dbs, "1"], b"")
+            .status
+            .success()
+    );
+    assert!(
+        !kaudit(&["silence", "expire", "--db", &dbs, "1"], b"")
+            .status
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    writeln!(f, "{}", exec_line("q2")).unwrap();
+    wait("the alert after the silence", || {
+        receiver.delivered().len() == 1
+    });
+    d.stop();
+    let sent: serde_json::Value = serde_json::from_str(&receiver.seen()[0].body).unwrap();
+    assert_eq!(sent["audit_id"], "q2");
+}
