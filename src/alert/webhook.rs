@@ -38,12 +38,33 @@ impl WebhookSink {
             cfg.hmac_secret_env.as_deref(),
             cfg.hmac_secret_file.as_deref(),
         )?;
-        let client = reqwest::blocking::Client::builder()
+        let mut builder = reqwest::blocking::Client::builder()
             .use_rustls_tls()
             .timeout(Duration::from_millis(cfg.timeout_ms))
-            .user_agent(concat!("kaudit/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("{what}: {e}"))?;
+            .user_agent(concat!("kaudit/", env!("CARGO_PKG_VERSION")));
+        match (&cfg.client_cert, &cfg.client_key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = std::fs::read(cert)
+                    .map_err(|e| format!("{what}: client_cert {}: {e}", cert.display()))?;
+                pem.extend(
+                    std::fs::read(key)
+                        .map_err(|e| format!("{what}: client_key {}: {e}", key.display()))?,
+                );
+                let id = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| format!("{what}: client_cert/client_key: {e}"))?;
+                builder = builder.identity(id);
+            }
+            (None, None) => {}
+            _ => return Err(format!("{what}: client_cert and client_key go together")),
+        }
+        if let Some(ca) = &cfg.ca_file {
+            let pem =
+                std::fs::read(ca).map_err(|e| format!("{what}: ca_file {}: {e}", ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("{what}: ca_file {}: {e}", ca.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = builder.build().map_err(|e| format!("{what}: {e}"))?;
         Ok(WebhookSink {
             url,
             secret,

@@ -94,6 +94,14 @@ pub struct SinkConfig {
     pub hmac_secret_env: Option<String>,
     #[serde(default)]
     pub hmac_secret_file: Option<PathBuf>,
+    /// A client certificate and key (PEM) for receivers that want mTLS,
+    /// and a CA (PEM) to trust for the receiver's certificate.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Extra request headers (values are not secret: use hmac for that).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

@@ -711,3 +711,73 @@ fn silences_hold_back_alerts_not_findings() {
     let sent: serde_json::Value = serde_json::from_str(&receiver.seen()[0].body).unwrap();
     assert_eq!(sent["audit_id"], "q2");
 }
+
+/// A webhook sink with a client certificate, delivering to a receiver that
+/// requires one (kaudit's own webhook intake, over mTLS): delivered; the
+/// same sink without the certificate is not.
+#[test]
+fn webhook_sink_presents_a_client_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = super::daemon::make_pki(dir, "kaudit-alerts");
+    let client_pem = dir.join("client.pem");
+    std::fs::write(&client_pem, &pki.client_pem).unwrap();
+    // The receiver: a second kaudit whose webhook wants that certificate.
+    let (rx_ops, rx_port) = (free_port(), free_port());
+    let rx_cfg = dir.join("receiver.yaml");
+    std::fs::write(
+        &rx_cfg,
+        format!(
+            "storage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{rx_ops}\"}}\nsources:\n  - {{type: webhook, name: in, listen: \"127.0.0.1:{rx_port}\", path: /in, cluster: alerts, tls: {{cert: {}, key: {}, client_ca: {}}}, clients: [{{subject: kaudit-alerts, clusters: [alerts]}}]}}\n",
+            path_str(&dir.join("rx.db")),
+            path_str(&pki.cert),
+            path_str(&pki.key),
+            path_str(&pki.ca)
+        ),
+    )
+    .unwrap();
+    let rx = Daemon::start(&rx_cfg, rx_ops);
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    std::fs::write(&log, format!("{}\n", exec_line("c1"))).unwrap();
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\nalerts:\n  sinks:\n    - {{name: mtls, type: webhook, url: \"https://127.0.0.1:{rx_port}/in\", client_cert: {cert}, client_key: {cert}, ca_file: {ca}, include: {{rules: [pod-exec]}}}}\n    - {{name: nocert, type: webhook, url: \"https://127.0.0.1:{rx_port}/in\", ca_file: {ca}, include: {{rules: [pod-exec]}}}}\n",
+            path_str(&db),
+            path_str(&log),
+            cert = path_str(&client_pem),
+            ca = path_str(&pki.ca)
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&cfg, ops);
+    let state = |sink: &str| {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT state, attempts FROM alert_outbox WHERE sink = ?1",
+                [sink],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .ok()
+    };
+    d.wait_for(
+        || state("mtls").is_some_and(|(s, _)| s == "delivered"),
+        "delivery over mTLS",
+    );
+    d.wait_for(
+        || state("nocert").is_some_and(|(s, n)| s == "pending" && n >= 1),
+        "a refused attempt",
+    );
+    d.stop();
+    // The receiver got it (not an audit event, so quarantined there).
+    let (_, metrics) = rx.get("/metrics").unwrap();
+    assert!(
+        metrics.contains(r#"kaudit_malformed_total{source="in"}"#),
+        "{metrics}"
+    );
+    rx.stop();
+}
