@@ -435,9 +435,7 @@ impl Config {
     /// What `kaudit check` reports about sections read by parts not built yet.
     pub fn unread_sections(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if self.alerts.dedup_window.is_some() {
-            out.push("alerts.dedup_window");
-        }
+
         if self.alerts.group_window.is_some() {
             out.push("alerts.group_window");
         }

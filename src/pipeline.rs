@@ -77,7 +77,26 @@ pub struct Pipeline {
     /// them from another process).
     silences: Vec<crate::store::Silence>,
     silences_read: Option<Instant>,
+    /// Dedup: rule + cluster + identity + target → the finding alerted
+    /// for it and when (wall clock).
+    dedup: HashMap<String, (String, i64)>,
     pub counts: Counts,
+}
+
+/// Dedup keys remembered at most (the oldest go first).
+const DEDUP_KEYS: usize = 100_000;
+
+/// What makes two findings "the same alert": rule, cluster, identity, target.
+fn dedup_key(f: &Finding) -> String {
+    format!(
+        "{}\u{1f}{}\u{1f}{}\u{1f}{}/{}/{}",
+        f.rule_id,
+        f.cluster,
+        f.user,
+        f.namespace.as_deref().unwrap_or(""),
+        f.resource,
+        f.name.as_deref().unwrap_or("")
+    )
 }
 
 /// Holds `f` for the next commit, with the sinks it is routed to, unless a
@@ -86,23 +105,44 @@ fn hold(
     pending: &mut Batch,
     alerts: Option<&crate::config::AlertsConfig>,
     silences: &[crate::store::Silence],
+    dedup: &mut HashMap<String, (String, i64)>,
     f: Finding,
 ) {
     if let Some(a) = alerts {
-        // Keep `outbox` and `silenced` parallel to `findings`.
+        // Keep `outbox`, `silenced` and `repeat_of` parallel to `findings`.
         let n = pending.findings.len();
         pending.outbox.resize(n, Vec::new());
         pending.silenced.resize(n, None);
+        pending.repeat_of.resize(n, None);
         let now = crate::timespec::now();
-        match silences.iter().find(|s| s.matches(&f, now)) {
-            Some(s) => {
-                pending.outbox.push(Vec::new());
-                pending.silenced.push(Some(s.id));
+        if let Some(s) = silences.iter().find(|s| s.matches(&f, now)) {
+            pending.outbox.push(Vec::new());
+            pending.silenced.push(Some(s.id));
+            pending.repeat_of.push(None);
+        } else if let Some(window) = a.dedup_window {
+            let key = dedup_key(&f);
+            match dedup.get(&key) {
+                Some((first, at)) if now - at < window && *first != f.id => {
+                    pending.outbox.push(Vec::new());
+                    pending.repeat_of.push(Some(first.clone()));
+                }
+                _ => {
+                    if dedup.len() >= DEDUP_KEYS {
+                        dedup.retain(|_, (_, at)| now - *at < window);
+                        if dedup.len() >= DEDUP_KEYS {
+                            dedup.clear();
+                        }
+                    }
+                    dedup.insert(key, (f.id.clone(), now));
+                    pending.outbox.push(a.route(&f));
+                    pending.repeat_of.push(None);
+                }
             }
-            None => {
-                pending.outbox.push(a.route(&f));
-                pending.silenced.push(None);
-            }
+            pending.silenced.push(None);
+        } else {
+            pending.outbox.push(a.route(&f));
+            pending.silenced.push(None);
+            pending.repeat_of.push(None);
         }
     }
     pending.findings.push(f);
@@ -141,6 +181,7 @@ impl Pipeline {
                 alerts: None,
                 silences: Vec::new(),
                 silences_read: None,
+                dedup: HashMap::new(),
                 counts: Counts::default(),
             },
             warning,
@@ -222,13 +263,14 @@ impl Pipeline {
             pending,
             alerts,
             silences,
+            dedup,
             ..
         } = self;
         let store = self.store.is_some();
         let counts = &mut self.counts;
         detector.report(f, &mut |f| {
             if store {
-                hold(pending, alerts.as_deref(), silences, f);
+                hold(pending, alerts.as_deref(), silences, dedup, f);
             } else {
                 emit(counts, out, &f);
             }
@@ -380,6 +422,7 @@ impl Feeder<'_, '_, '_> {
                 &mut self.p.pending,
                 self.p.alerts.as_deref(),
                 &self.p.silences,
+                &mut self.p.dedup,
                 f,
             );
         } else {

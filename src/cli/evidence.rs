@@ -121,9 +121,9 @@ pub fn findings(
                 let f = &row.finding;
                 let s = |k: &str| f.get(k).and_then(|v| v.as_str()).unwrap_or("-");
                 // Alerts not delivered (yet) show beside the finding.
-                let undelivered: Vec<String> = store
-                    .alert_states(s("id"))
-                    .unwrap_or_default()
+                let states = store.alert_states(s("id")).unwrap_or_default();
+                let repeats = states.iter().map(|a| a.repeats).max().unwrap_or(0);
+                let undelivered: Vec<String> = states
                     .into_iter()
                     .filter(|a| a.state != "delivered")
                     .map(|a| match a.last_error {
@@ -136,6 +136,9 @@ pub fn findings(
                 } else {
                     format!("  [alert {}]", undelivered.join(", "))
                 };
+                if repeats > 0 {
+                    alerts.push_str(&format!("  [+{repeats} repeats]"));
+                }
                 if let Ok(Some(silence)) = store.silenced_by(s("id")) {
                     alerts.push_str(&format!("  [silenced by {silence}]"));
                 }

@@ -16,7 +16,8 @@ pub struct AlertsConfig {
     /// Links to findings in alerts start here (the console, later).
     #[serde(default)]
     pub base_url: Option<String>,
-    /// Accepted; repeats are not yet folded (every new finding alerts).
+    /// The same rule + cluster + identity + target within this window
+    /// alerts once; the repeats are counted on that alert, not sent.
     #[serde(default, deserialize_with = "super::opt_duration")]
     pub dedup_window: Option<i64>,
     /// Accepted; findings are not yet grouped into one message.

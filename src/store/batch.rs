@@ -33,6 +33,10 @@ pub struct Batch {
     /// The silence that held back each finding's alerts (parallel to
     /// `findings`; missing is none).
     pub silenced: Vec<Option<i64>>,
+    /// For each finding folded into an earlier one's alert by the dedup
+    /// window (parallel to `findings`): that earlier finding's id, whose
+    /// alerts count one more repeat if this finding is new.
+    pub repeat_of: Vec<Option<String>>,
 }
 
 /// An input that could not be decoded, kept with its raw bytes.
@@ -179,6 +183,13 @@ impl Store {
                     .map_err(sql("insert a finding"))?;
                 if n == 1 {
                     head = Head { seq, hash };
+                    if let Some(Some(first)) = batch.repeat_of.get(i) {
+                        tx.execute(
+                            "UPDATE alert_outbox SET repeats = repeats + 1 WHERE finding_id = ?1",
+                            params![first],
+                        )
+                        .map_err(sql("count a repeat"))?;
+                    }
                     if let Some(Some(silence)) = batch.silenced.get(i) {
                         tx.execute(
                             "INSERT OR IGNORE INTO silenced (finding_id, silence_id) VALUES (?1, ?2)",
@@ -484,6 +495,7 @@ mod tests {
             state: vec![("token".into(), b"{}".to_vec())],
             outbox: vec![vec!["siem".into()], vec!["siem".into()]],
             silenced: vec![Some(1), None],
+            repeat_of: vec![None, None],
         };
         let err = store.commit(&batch).unwrap_err();
         assert!(err.to_string().contains("forced failure"), "{err}");

@@ -29,6 +29,8 @@ pub struct AlertState {
     pub state: String,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Later findings folded into this alert by the dedup window.
+    pub repeats: u32,
 }
 
 impl Store {
@@ -70,7 +72,7 @@ impl Store {
         let mut q = self
             .conn
             .prepare_cached(
-                "SELECT sink, state, attempts, last_error FROM alert_outbox
+                "SELECT sink, state, attempts, last_error, repeats FROM alert_outbox
                  WHERE finding_id = ?1 ORDER BY sink",
             )
             .map_err(sql("read the outbox"))?;
@@ -81,6 +83,7 @@ impl Store {
                     state: r.get(1)?,
                     attempts: r.get::<_, i64>(2)?.max(0) as u32,
                     last_error: r.get(3)?,
+                    repeats: r.get::<_, i64>(4)?.max(0) as u32,
                 })
             })
             .map_err(sql("read the outbox"))?;

@@ -143,6 +143,10 @@ CREATE TABLE silenced (
     silence_id INTEGER NOT NULL
 );
 "#,
+    // 4: findings folded into an earlier alert by the dedup window.
+    r#"
+ALTER TABLE alert_outbox ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this kaudit writes.

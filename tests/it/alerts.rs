@@ -781,3 +781,48 @@ fn webhook_sink_presents_a_client_certificate() {
     );
     rx.stop();
 }
+
+/// The dedup window: the same rule, cluster, identity and target alert
+/// once; the repeats are stored, and counted on that alert.
+#[test]
+fn repeats_within_the_dedup_window_alert_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    let hook = free_port();
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\nalerts: {{dedup_window: 10m, sinks: [{{name: siem, type: webhook, url: \"http://127.0.0.1:{hook}/\", include: {{rules: [pod-exec]}}}}]}}\n",
+            path_str(&db),
+            path_str(&log)
+        ),
+    )
+    .unwrap();
+    // Four execs into the same pod by the same person, one into another pod.
+    let mut lines: Vec<String> = (0..4).map(|i| exec_line(&format!("r{i}"))).collect();
+    lines.push(exec_line("other").replace("web-1", "web-2"));
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let receiver = Receiver::start(hook, 0);
+    let d = Daemon::start(&cfg, ops);
+    d.wait_for(
+        || super::daemon::exec_counts(&db).len() == 5,
+        "five findings stored",
+    );
+    wait("two alerts", || receiver.delivered().len() == 2);
+    std::thread::sleep(Duration::from_millis(800));
+    d.stop();
+    assert_eq!(receiver.seen().len(), 2, "repeats are not sent");
+    let out = kaudit(
+        &["findings", "--db", &path_str(&db), "--rule", "pod-exec"],
+        b"",
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("[+3 repeats]"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
