@@ -15,6 +15,8 @@ use super::Outcome;
 use crate::config::{SinkConfig, resolve_secret};
 
 pub struct EmailSink {
+    subject_template: Option<String>,
+    summary_template: Option<String>,
     transport: SmtpTransport,
     from: lettre::message::Mailbox,
     to: Vec<lettre::message::Mailbox>,
@@ -65,6 +67,8 @@ impl EmailSink {
                 .map_err(|e| format!("{what}: address {a:?}: {e}"))
         };
         Ok(EmailSink {
+            subject_template: cfg.subject_template.clone(),
+            summary_template: cfg.summary_template.clone(),
             transport: b.build(),
             from: parse(cfg.from.as_deref().unwrap_or(""))?,
             to: cfg.to.iter().map(|a| parse(a)).collect::<Result<_, _>>()?,
@@ -91,7 +95,20 @@ impl EmailSink {
     }
 
     fn message(&self, f: &Value) -> Result<Message, String> {
-        let (subject, text, html) = render(f, self.base_url.as_deref());
+        let mut f = f.clone();
+        if let Some(t) = &self.summary_template {
+            f["summary"] = super::fill(t, &f).into();
+        }
+        let (mut subject, text, html) = render(&f, self.base_url.as_deref());
+        if let Some(t) = &self.subject_template {
+            // No header injection: line breaks and control characters out.
+            subject = super::fill(t, &f)
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(200)
+                .collect();
+        }
+        let f = &f;
         let mut b = Message::builder().from(self.from.clone()).subject(subject);
         for to in &self.to {
             b = b.to(to.clone());

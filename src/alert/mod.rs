@@ -28,6 +28,41 @@ use crate::config::AlertsConfig;
 use crate::metrics::{Metrics, SinkOutcome};
 use crate::store::Store;
 
+/// Fills `{field}`s of `template` from the finding `f` (its top-level
+/// fields; `{SEVERITY}` upper-cased); an unknown name stays as written.
+pub fn fill(template: &str, f: &serde_json::Value) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let name = &after[..close];
+        let value = if name == "SEVERITY" {
+            f["severity"].as_str().map(str::to_uppercase)
+        } else {
+            match &f[name] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Null => None,
+                v if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                    Some(v.to_string())
+                }
+                _ => None,
+            }
+        };
+        match value {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(&rest[open..open + close + 2]),
+        }
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -320,6 +355,15 @@ fn jittered(secs: i64, id: &str) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn templates_fill_fields() {
+        let f = serde_json::json!({"rule_id": "pod-exec", "severity": "high", "cluster": "prod", "details": {}});
+        assert_eq!(
+            super::fill("[{SEVERITY}] {rule_id} on {cluster} {nope} {", &f),
+            "[HIGH] pod-exec on prod {nope} {"
+        );
+    }
+
     #[test]
     fn backoff_doubles_up_to_an_hour() {
         let j = super::jittered(100, "abc");

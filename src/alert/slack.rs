@@ -17,6 +17,8 @@ use crate::config::{Secret, SinkConfig, resolve_secret};
 const SLACK_API: &str = "https://slack.com/api/chat.postMessage";
 
 pub struct SlackSink {
+    subject_template: Option<String>,
+    summary_template: Option<String>,
     target: Target,
     base_url: Option<String>,
     client: reqwest::blocking::Client,
@@ -68,6 +70,8 @@ impl SlackSink {
             .build()
             .map_err(|e| format!("{what}: {e}"))?;
         Ok(SlackSink {
+            subject_template: cfg.subject_template.clone(),
+            summary_template: cfg.summary_template.clone(),
             target,
             base_url: base_url.map(str::to_owned),
             client,
@@ -75,9 +79,15 @@ impl SlackSink {
     }
 
     pub fn send(&self, finding: &str) -> Outcome {
-        let Ok(f) = serde_json::from_str::<Value>(finding) else {
+        let Ok(mut f) = serde_json::from_str::<Value>(finding) else {
             return Outcome::Rejected("the stored finding is not JSON".into());
         };
+        if let Some(t) = &self.summary_template {
+            f["summary"] = super::fill(t, &f).into();
+        }
+        if let Some(t) = &self.subject_template {
+            f["rule_title"] = super::fill(t, &f).into();
+        }
         let mut msg = message(&f, self.base_url.as_deref());
         match &self.target {
             Target::Webhook(url) => classify(self.client.post(url.expose()).json(&msg).send()),

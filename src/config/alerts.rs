@@ -103,6 +103,14 @@ pub struct SinkConfig {
     pub client_key: Option<PathBuf>,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Email subject / Slack title, with `{field}`s of the finding
+    /// (`{rule_id}`, `{rule_title}`, `{severity}`, `{SEVERITY}`,
+    /// `{cluster}`, `{namespace}`, `{name}`, `{user}`, `{summary}`, ...).
+    #[serde(default)]
+    pub subject_template: Option<String>,
+    /// The summary line of Slack and email messages, likewise.
+    #[serde(default)]
+    pub summary_template: Option<String>,
     /// Extra request headers (values are not secret: use hmac for that).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

@@ -332,6 +332,7 @@ alerts:
       from: "kaudit <kaudit@example.com>"
       to: [soc@example.com]
       include: {{rules: [pod-exec]}}
+      subject_template: "[kaudit][{{SEVERITY}}] {{rule_id}} by {{user}}"
 "#,
             db = path_str(&db),
             log = path_str(&log),
@@ -341,7 +342,7 @@ alerts:
     .unwrap();
     let line = exec_line("m1").replace(
         "\"username\":\"alice@example.com\"",
-        "\"username\":\"<script>alert(1)</script>\"",
+        "\"username\":\"<script>alert(1)</script>\\r\\nBcc: evil@example.com\"",
     );
     std::fs::write(&log, format!("{line}\n")).unwrap();
     let d = Daemon::start(&cfg, ops);
@@ -363,7 +364,7 @@ import email, json, sys
 from email import policy
 m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=policy.default)
 parts = {p.get_content_type(): p.get_content() for p in m.walk() if not p.is_multipart()}
-print(json.dumps({"subject": m["subject"], "from": m["from"], "to": m["to"], "type": m.get_content_type(), "parts": parts}))
+print(json.dumps({"subject": m["subject"], "from": m["from"], "to": m["to"], "bcc": m["bcc"], "type": m.get_content_type(), "parts": parts}))
 "#;
     let out = Command::new(smtp_python())
         .args(["-c", script, &path_str(&file)])
@@ -376,14 +377,14 @@ print(json.dumps({"subject": m["subject"], "from": m["from"], "to": m["to"], "ty
     );
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(m["type"], "multipart/alternative");
+    // The template, with the attacker's line break flattened: no Bcc.
+    let subject = m["subject"].as_str().unwrap();
     assert!(
-        m["subject"].as_str().unwrap().starts_with("[kaudit][")
-            && m["subject"]
-                .as_str()
-                .unwrap()
-                .ends_with("] pod-exec — prod"),
+        subject.starts_with("[kaudit][") && subject.contains("] pod-exec by <script>"),
         "{m}"
     );
+    assert!(!subject.contains('\n') && !subject.contains('\r'), "{m}");
+    assert!(m["bcc"].is_null(), "{m}");
     assert_eq!(m["to"], "soc@example.com");
     let html = m["parts"]["text/html"].as_str().unwrap();
     let text = m["parts"]["text/plain"].as_str().unwrap();
