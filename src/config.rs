@@ -431,16 +431,6 @@ impl Config {
             .get(cluster)
             .or_else(|| self.detection.clusters.get(crate::finding::DEFAULT_CLUSTER))
     }
-
-    /// What `kaudit check` reports about sections read by parts not built yet.
-    pub fn unread_sections(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-
-        if self.alerts.group_window.is_some() {
-            out.push("alerts.group_window");
-        }
-        out
-    }
 }
 
 /// `*` matches any run of characters; ASCII case is ignored.
@@ -564,7 +554,7 @@ detection:
     PROD-eu-1: {pod_cidrs: [10.244.0.0/16], node_cidrs: [10.0.0.0/20], service_cidrs: [10.96.0.0/12], trusted_cidrs: [192.0.2.10]}
   token: {replay_window: 2h, forbidden_burst: {count: 5, window: 60}}
 sources: [{type: stdin}]
-alerts: {group_window: 30s, sinks: []}
+alerts: {sinks: []}
 "#,
         )
         .unwrap();
@@ -576,7 +566,6 @@ alerts: {group_window: 30s, sinks: []}
         assert_eq!(cfg.detection.token.forbidden_burst.window, 60);
         assert_eq!(cfg.detection.token.recon_window, 600);
         assert!(cfg.cluster("other").is_none());
-        assert_eq!(cfg.unread_sections(), ["alerts.group_window"]);
         assert_eq!(cfg.sources.len(), 1);
     }
 

@@ -349,12 +349,6 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                     cfg.detection.clusters.len(),
                     cfg.sources.len()
                 );
-                for section in cfg.unread_sections() {
-                    println!(
-                        "kaudit check: {}: `{section}` is accepted but not applied yet",
-                        path.display()
-                    );
-                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -325,6 +325,11 @@ impl Pipeline {
                 },
             )
             .collect();
+        batch.alert_delay = self
+            .alerts
+            .as_ref()
+            .and_then(|a| a.group_window)
+            .unwrap_or(0);
         let state_due = final_ || self.state_written.elapsed() >= self.state_every;
         if state_due && let Some(s) = self.detector.token_mut().and_then(|t| t.take_snapshot()) {
             batch.state = vec![(STATE_NAME.to_owned(), s)];

@@ -76,6 +76,65 @@ impl EmailSink {
         })
     }
 
+    /// A digest: several findings in one mail.
+    pub fn send_group(&self, findings: &[&str]) -> Outcome {
+        let list: Vec<Value> = findings
+            .iter()
+            .filter_map(|f| serde_json::from_str(f).ok())
+            .collect();
+        let Some(first) = list.first() else {
+            return Outcome::Delivered;
+        };
+        let (subject, _, _) = render(first, None);
+        let subject = format!("{subject} ({} findings)", list.len());
+        let mut text = String::new();
+        let mut h = format!(
+            "<!doctype html><html><body><h2>{}</h2><table>",
+            html(&subject)
+        );
+        for f in &list {
+            let (_, t, _) = render(f, self.base_url.as_deref());
+            text.push_str(&t);
+            text.push_str("\n----\n");
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                html(&field(f, "time")),
+                html(&field(f, "cluster")),
+                html(&field(f, "user")),
+                html(&field(f, "summary"))
+            ));
+        }
+        h.push_str("</table></body></html>");
+        let mut b = Message::builder().from(self.from.clone()).subject(subject);
+        for to in &self.to {
+            b = b.to(to.clone());
+        }
+        let msg = match b.multipart(
+            MultiPart::alternative()
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(text),
+                )
+                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(h)),
+        ) {
+            Ok(m) => m,
+            Err(e) => return Outcome::Rejected(e.to_string()),
+        };
+        self.deliver(&msg)
+    }
+
+    fn deliver(&self, msg: &Message) -> Outcome {
+        match self.transport.send(msg) {
+            Ok(_) => Outcome::Delivered,
+            Err(e) if e.is_permanent() => Outcome::Rejected(format!("SMTP: {e}")),
+            Err(e) => Outcome::Retry {
+                error: format!("SMTP: {e}"),
+                after: None,
+            },
+        }
+    }
+
     pub fn send(&self, finding: &str) -> Outcome {
         let Ok(f) = serde_json::from_str::<Value>(finding) else {
             return Outcome::Rejected("the stored finding is not JSON".into());
@@ -84,14 +143,7 @@ impl EmailSink {
             Ok(m) => m,
             Err(e) => return Outcome::Rejected(e),
         };
-        match self.transport.send(&msg) {
-            Ok(_) => Outcome::Delivered,
-            Err(e) if e.is_permanent() => Outcome::Rejected(format!("SMTP: {e}")),
-            Err(e) => Outcome::Retry {
-                error: format!("SMTP: {e}"),
-                after: None,
-            },
-        }
+        self.deliver(&msg)
     }
 
     fn message(&self, f: &Value) -> Result<Message, String> {

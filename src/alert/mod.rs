@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::config::AlertsConfig;
 use crate::metrics::{Metrics, SinkOutcome};
-use crate::store::Store;
+use crate::store::{OutboxItem, Store};
 
 /// Fills `{field}`s of `template` from the finding `f` (its top-level
 /// fields; `{SEVERITY}` upper-cased); an unknown name stays as written.
@@ -94,6 +94,14 @@ enum Sink {
 }
 
 impl Sink {
+    fn send_group(&self, group_id: &str, findings: &[&str], now: i64) -> Outcome {
+        match self {
+            Sink::Webhook(s) => s.send_group(group_id, findings, now),
+            Sink::Slack(s) => s.send_group(findings),
+            Sink::Email(s) => s.send_group(findings),
+        }
+    }
+
     fn send(&self, finding_id: &str, finding: &str, now: i64) -> Outcome {
         match self {
             Sink::Webhook(s) => s.send(finding_id, finding, now),
@@ -157,6 +165,8 @@ impl Notifier {
 pub struct Deliverer {
     db: std::path::PathBuf,
     sinks: BTreeMap<String, Sink>,
+    group_window: Option<i64>,
+    throttles: BTreeMap<String, Option<u32>>,
     heartbeat: Option<crate::config::Heartbeat>,
     cluster: String,
     max_attempts: u32,
@@ -177,6 +187,12 @@ impl Deliverer {
         Ok(Deliverer {
             db: db.to_owned(),
             sinks: build_sinks(cfg)?,
+            group_window: cfg.group_window,
+            throttles: cfg
+                .sinks
+                .iter()
+                .map(|s| (s.name.clone(), s.throttle_per_minute))
+                .collect(),
             heartbeat: cfg.heartbeat.clone(),
             cluster: crate::finding::DEFAULT_CLUSTER.to_owned(),
             max_attempts: cfg.max_attempts,
@@ -213,6 +229,9 @@ impl Deliverer {
                 cluster: self.cluster.clone(),
                 max_attempts: self.max_attempts,
                 max_age: self.max_age,
+                group_window: self.group_window,
+                throttle: self.throttles.get(&name).copied().flatten(),
+                sent: Default::default(),
                 metrics: self.metrics.clone(),
                 stop: self.stop.clone(),
             };
@@ -236,6 +255,10 @@ struct Worker {
     cluster: String,
     max_attempts: u32,
     max_age: i64,
+    group_window: Option<i64>,
+    throttle: Option<u32>,
+    /// When messages went out in the last minute (the throttle).
+    sent: std::cell::RefCell<std::collections::VecDeque<std::time::Instant>>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 }
@@ -293,6 +316,38 @@ impl Worker {
         }
     }
 
+    /// Room for one more message under the throttle (and takes it).
+    fn take_slot(&self) -> bool {
+        let Some(limit) = self.throttle else {
+            return true;
+        };
+        let mut sent = self.sent.borrow_mut();
+        while sent
+            .front()
+            .is_some_and(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            sent.pop_front();
+        }
+        if sent.len() >= limit as usize {
+            return false;
+        }
+        sent.push_back(std::time::Instant::now());
+        true
+    }
+
+    /// Slots left under the throttle (none taken).
+    fn slots(&self) -> usize {
+        let Some(limit) = self.throttle else {
+            return usize::MAX;
+        };
+        let sent = self.sent.borrow();
+        let recent = sent
+            .iter()
+            .filter(|t| t.elapsed() < Duration::from_secs(60))
+            .count();
+        (limit as usize).saturating_sub(recent)
+    }
+
     /// One pass over what is due for this sink; the number of attempts.
     fn once(&self) -> Result<usize, crate::store::Error> {
         let now = crate::timespec::now();
@@ -300,46 +355,118 @@ impl Worker {
         if let Ok((pending, _dead)) = self.store.outbox_depth() {
             self.metrics.outbox_depth.set(pending as i64);
         }
+        if due.is_empty() || self.slots() == 0 {
+            return Ok(0);
+        }
+        // More due than the throttle lets out: everything due goes as one
+        // summary message (the surplus is never dropped).
+        if due.len() > self.slots() && due.len() > 1 {
+            if self.take_slot() {
+                self.deliver_group(&due, now, "summary")?;
+            }
+            return Ok(due.len());
+        }
+        let mut done: std::collections::HashSet<String> = std::collections::HashSet::new();
         for item in &due {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
-            match self.sink.send(&item.finding_id, &item.finding, now) {
-                Outcome::Delivered => {
-                    self.store.outbox_delivered(&item.finding_id, &item.sink)?;
-                    self.count("delivered");
-                }
-                Outcome::Retry { error, after } => {
-                    let attempts = item.attempts + 1;
-                    let too_old = now.saturating_sub(item.stored_at) > self.max_age;
-                    let dead = attempts >= self.max_attempts || too_old;
-                    let wait = after
-                        .unwrap_or_else(|| jittered(backoff(item.attempts), &item.finding_id))
-                        .clamp(1, MAX_BACKOFF);
-                    self.store.outbox_failed(
-                        &item.finding_id,
-                        &item.sink,
-                        &error,
-                        now + wait,
-                        dead,
+            if done.contains(&item.finding_id) {
+                continue;
+            }
+            // Findings of one rule within the group window go out together.
+            let members = match self.group_window {
+                Some(w) => {
+                    let rule = serde_json::from_str::<serde_json::Value>(&item.finding)
+                        .ok()
+                        .and_then(|v| v["rule_id"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    let mut m = self.store.outbox_group(
+                        &self.name,
+                        &rule,
+                        item.stored_at.saturating_add(w),
+                        200,
                     )?;
-                    if dead {
-                        self.count("dead");
-                        tracing::error!(sink = %item.sink, finding = %item.finding_id, attempts, too_old, error = %error, "alert dead-lettered");
-                    } else {
-                        self.count("retry");
-                        tracing::warn!(sink = %item.sink, finding = %item.finding_id, attempts, error = %error, retry_in = wait, "alert delivery failed");
-                    }
+                    m.retain(|i| !done.contains(&i.finding_id));
+                    if m.is_empty() { vec![item.clone()] } else { m }
                 }
-                Outcome::Rejected(error) => {
-                    self.store
-                        .outbox_failed(&item.finding_id, &item.sink, &error, now, true)?;
-                    self.count("rejected");
-                    tracing::error!(sink = %item.sink, finding = %item.finding_id, error = %error, "alert rejected by the receiver; dead-lettered");
-                }
+                None => vec![item.clone()],
+            };
+            if !self.take_slot() {
+                break;
+            }
+            for m in &members {
+                done.insert(m.finding_id.clone());
+            }
+            if members.len() > 1 {
+                self.deliver_group(&members, now, "group")?;
+            } else {
+                let outcome = self.sink.send(&item.finding_id, &item.finding, now);
+                self.record(item, outcome, now)?;
             }
         }
         Ok(due.len())
+    }
+
+    /// Sends `items` as one message and records the outcome on each.
+    fn deliver_group(
+        &self,
+        items: &[OutboxItem],
+        now: i64,
+        kind: &str,
+    ) -> Result<(), crate::store::Error> {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for i in items {
+            h.update(i.finding_id.as_bytes());
+        }
+        let group_id = hex::encode(&h.finalize()[..16]);
+        let bodies: Vec<&str> = items.iter().map(|i| i.finding.as_str()).collect();
+        let outcome = self.sink.send_group(&group_id, &bodies, now);
+        tracing::info!(sink = %self.name, kind, count = items.len(), group = %group_id, outcome = ?outcome, "alerts sent together");
+        for i in items {
+            self.record(i, outcome.clone(), now)?;
+        }
+        Ok(())
+    }
+
+    /// Records what one attempt at `item` came to.
+    fn record(
+        &self,
+        item: &OutboxItem,
+        outcome: Outcome,
+        now: i64,
+    ) -> Result<(), crate::store::Error> {
+        match outcome {
+            Outcome::Delivered => {
+                self.store.outbox_delivered(&item.finding_id, &item.sink)?;
+                self.count("delivered");
+            }
+            Outcome::Retry { error, after } => {
+                let attempts = item.attempts + 1;
+                let too_old = now.saturating_sub(item.stored_at) > self.max_age;
+                let dead = attempts >= self.max_attempts || too_old;
+                let wait = after
+                    .unwrap_or_else(|| jittered(backoff(item.attempts), &item.finding_id))
+                    .clamp(1, MAX_BACKOFF);
+                self.store
+                    .outbox_failed(&item.finding_id, &item.sink, &error, now + wait, dead)?;
+                if dead {
+                    self.count("dead");
+                    tracing::error!(sink = %item.sink, finding = %item.finding_id, attempts, too_old, error = %error, "alert dead-lettered");
+                } else {
+                    self.count("retry");
+                    tracing::warn!(sink = %item.sink, finding = %item.finding_id, attempts, error = %error, retry_in = wait, "alert delivery failed");
+                }
+            }
+            Outcome::Rejected(error) => {
+                self.store
+                    .outbox_failed(&item.finding_id, &item.sink, &error, now, true)?;
+                self.count("rejected");
+                tracing::error!(sink = %item.sink, finding = %item.finding_id, error = %error, "alert rejected by the receiver; dead-lettered");
+            }
+        }
+        Ok(())
     }
 }
 

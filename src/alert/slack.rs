@@ -78,17 +78,43 @@ impl SlackSink {
         })
     }
 
-    pub fn send(&self, finding: &str) -> Outcome {
-        let Ok(mut f) = serde_json::from_str::<Value>(finding) else {
-            return Outcome::Rejected("the stored finding is not JSON".into());
+    /// Several findings as one message listing them (at most 20 shown, the
+    /// rest counted).
+    pub fn send_group(&self, findings: &[&str]) -> Outcome {
+        let list: Vec<Value> = findings
+            .iter()
+            .filter_map(|f| serde_json::from_str(f).ok())
+            .collect();
+        let Some(first) = list.first() else {
+            return Outcome::Delivered;
         };
-        if let Some(t) = &self.summary_template {
-            f["summary"] = super::fill(t, &f).into();
+        let severity = list
+            .iter()
+            .filter_map(|f| f["severity"].as_str())
+            .max_by_key(|s| {
+                crate::finding::Severity::ALL
+                    .iter()
+                    .position(|x| x.as_str() == *s)
+            })
+            .unwrap_or("info")
+            .to_uppercase();
+        let mut blocks = vec![
+            json!({"type": "header", "text": {"type": "plain_text", "text": cut(format!("[{severity}] {} — {} findings", text(first, "rule_title"), list.len()), 150)}}),
+        ];
+        for f in list.iter().take(20) {
+            blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(escape(&format!("{} · {} · {}", text(f, "time"), text(f, "cluster"), text(f, "summary"))), 3000)}}));
         }
-        if let Some(t) = &self.subject_template {
-            f["rule_title"] = super::fill(t, &f).into();
+        if list.len() > 20 {
+            blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!("and {} more", list.len() - 20)}]}));
         }
-        let mut msg = message(&f, self.base_url.as_deref());
+        let msg = json!({
+            "text": cut(escape(&format!("[{severity}] {} findings of {}", list.len(), text(first, "rule_id"))), 3000),
+            "blocks": blocks,
+        });
+        self.post(msg)
+    }
+
+    fn post(&self, mut msg: Value) -> Outcome {
         match &self.target {
             Target::Webhook(url) => classify(self.client.post(url.expose()).json(&msg).send()),
             Target::Bot {
@@ -124,6 +150,20 @@ impl SlackSink {
                 }
             }
         }
+    }
+
+    pub fn send(&self, finding: &str) -> Outcome {
+        let Ok(mut f) = serde_json::from_str::<Value>(finding) else {
+            return Outcome::Rejected("the stored finding is not JSON".into());
+        };
+        if let Some(t) = &self.summary_template {
+            f["summary"] = super::fill(t, &f).into();
+        }
+        if let Some(t) = &self.subject_template {
+            f["rule_title"] = super::fill(t, &f).into();
+        }
+        let msg = message(&f, self.base_url.as_deref());
+        self.post(msg)
     }
 }
 

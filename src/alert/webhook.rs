@@ -77,6 +77,17 @@ impl WebhookSink {
         })
     }
 
+    /// Sends several findings as one message: `{"kind": "group", "count",
+    /// "findings": [...]}` under the group's Idempotency-Key.
+    pub fn send_group(&self, group_id: &str, findings: &[&str], now: i64) -> Outcome {
+        let body = format!(
+            r#"{{"kind":"group","count":{},"findings":[{}]}}"#,
+            findings.len(),
+            findings.join(",")
+        );
+        self.send(group_id, &body, now)
+    }
+
     /// Sends one finding (`body`, its JSON).
     pub fn send(&self, finding_id: &str, body: &str, now: i64) -> Outcome {
         let mut req = self

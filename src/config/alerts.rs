@@ -20,7 +20,8 @@ pub struct AlertsConfig {
     /// alerts once; the repeats are counted on that alert, not sent.
     #[serde(default, deserialize_with = "super::opt_duration")]
     pub dedup_window: Option<i64>,
-    /// Accepted; findings are not yet grouped into one message.
+    /// New alerts wait this long; findings of one rule that arrive within
+    /// it go out as one message listing them.
     #[serde(default, deserialize_with = "super::opt_duration")]
     pub group_window: Option<i64>,
     /// A dead man's switch: `sink` gets a heartbeat every `interval`, so
@@ -103,6 +104,10 @@ pub struct SinkConfig {
     pub client_key: Option<PathBuf>,
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// Messages per minute at most; the surplus goes out as one summary
+    /// message when the minute is over (never dropped).
+    #[serde(default)]
+    pub throttle_per_minute: Option<u32>,
     /// Email subject / Slack title, with `{field}`s of the finding
     /// (`{rule_id}`, `{rule_title}`, `{severity}`, `{SEVERITY}`,
     /// `{cluster}`, `{namespace}`, `{name}`, `{user}`, `{summary}`, ...).

@@ -37,6 +37,9 @@ pub struct Batch {
     /// window (parallel to `findings`): that earlier finding's id, whose
     /// alerts count one more repeat if this finding is new.
     pub repeat_of: Vec<Option<String>>,
+    /// Seconds new alerts wait before they are due (the group window, so
+    /// that findings of one rule can go out together).
+    pub alert_delay: i64,
 }
 
 /// An input that could not be decoded, kept with its raw bytes.
@@ -199,7 +202,7 @@ impl Store {
                     }
                     for sink in batch.outbox.get(i).into_iter().flatten() {
                         enqueue
-                            .execute(params![f.id, sink, now])
+                            .execute(params![f.id, sink, now + batch.alert_delay.max(0)])
                             .map_err(sql("enqueue an alert"))?;
                     }
                     out.push(Inserted::New {
@@ -496,6 +499,7 @@ mod tests {
             outbox: vec![vec!["siem".into()], vec!["siem".into()]],
             silenced: vec![Some(1), None],
             repeat_of: vec![None, None],
+            alert_delay: 0,
         };
         let err = store.commit(&batch).unwrap_err();
         assert!(err.to_string().contains("forced failure"), "{err}");

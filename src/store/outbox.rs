@@ -67,6 +67,39 @@ impl Store {
             .map_err(sql("read the outbox"))
     }
 
+    /// Pending alerts of `sink` for findings of `rule_id` stored until
+    /// `until` (Unix seconds), due or not: the members of a group.
+    pub fn outbox_group(
+        &self,
+        sink: &str,
+        rule_id: &str,
+        until: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, Error> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT o.finding_id, o.sink, o.attempts, f.finding, f.inserted_at
+                 FROM alert_outbox o JOIN findings f ON f.id = o.finding_id
+                 WHERE o.state = 'pending' AND o.sink = ?1 AND f.rule_id = ?2 AND f.inserted_at <= ?3
+                 ORDER BY f.seq LIMIT ?4",
+            )
+            .map_err(sql("read the outbox"))?;
+        let rows = q
+            .query_map(params![sink, rule_id, until, limit as i64], |r| {
+                Ok(OutboxItem {
+                    finding_id: r.get(0)?,
+                    sink: r.get(1)?,
+                    attempts: r.get::<_, i64>(2)?.max(0) as u32,
+                    finding: r.get(3)?,
+                    stored_at: r.get(4)?,
+                })
+            })
+            .map_err(sql("read the outbox"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("read the outbox"))
+    }
+
     /// Each alert of finding `id`: (sink, state, attempts, last error).
     pub fn alert_states(&self, id: &str) -> Result<Vec<AlertState>, Error> {
         let mut q = self

@@ -827,3 +827,72 @@ fn repeats_within_the_dedup_window_alert_once() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// The group window: findings of one rule arriving within it go out as one
+/// message listing them; a throttled sink summarises its surplus in one
+/// message instead of dropping it.
+#[test]
+fn groups_and_throttles_send_fewer_messages_and_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    let (grouped, throttled) = (free_port(), free_port());
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\nalerts:\n  group_window: 2s\n  sinks:\n    - {{name: grouped, type: webhook, url: \"http://127.0.0.1:{grouped}/\", include: {{rules: [pod-exec]}}}}\n    - {{name: throttled, type: webhook, url: \"http://127.0.0.1:{throttled}/\", throttle_per_minute: 2, include: {{rules: [pod-exec]}}}}\n",
+            path_str(&db),
+            path_str(&log)
+        ),
+    )
+    .unwrap();
+    let lines: Vec<String> = (0..4)
+        .map(|i| exec_line(&format!("g{i}")).replace("web-1", &format!("web-{i}")))
+        .collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let (g, t) = (Receiver::start(grouped, 0), Receiver::start(throttled, 0));
+    let d = Daemon::start(&cfg, ops);
+    wait("the group", || !g.seen().is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = g.seen();
+    assert_eq!(seen.len(), 1, "one message for the four");
+    let body: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(body["kind"], "group");
+    assert_eq!(body["count"], 4);
+    assert_eq!(body["findings"].as_array().unwrap().len(), 4);
+    assert!(seen[0].headers["idempotency-key"].len() == 32);
+    // The throttled sink (2 a minute) got the four in one message too.
+    wait("the throttled sink", || !t.seen().is_empty());
+    // Three more: one slot left, so one more summary, nothing dropped.
+    let more: Vec<String> = (4..7)
+        .map(|i| exec_line(&format!("g{i}")).replace("web-1", &format!("web-{i}")))
+        .collect();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(f, "{}", more.join("\n")).unwrap();
+    wait("the second summary", || t.seen().len() == 2);
+    std::thread::sleep(Duration::from_millis(3000));
+    d.stop();
+    assert_eq!(t.seen().len(), 2, "the throttle held: {:?}", t.seen().len());
+    let total: u64 = t
+        .seen()
+        .iter()
+        .map(|s| {
+            serde_json::from_str::<serde_json::Value>(&s.body).unwrap()["count"]
+                .as_u64()
+                .unwrap_or(1)
+        })
+        .sum();
+    assert_eq!(total, 7, "every finding in some message");
+    let db_states = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM alert_outbox WHERE state = 'delivered'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap();
+    assert_eq!(db_states, 4 + 3 + 4 + 3);
+}
