@@ -38,6 +38,11 @@ impl Receiver {
 
     /// Answers `status` (Retry-After: 1) to the first `refuse` requests.
     fn start_with(port: u16, refuse: usize, refusal: u16) -> Receiver {
+        Receiver::start_answering(port, refuse, refusal, "")
+    }
+
+    /// Like `start_with`, answering 200s with `reply` (JSON) as the body.
+    fn start_answering(port: u16, refuse: usize, refusal: u16, reply: &'static str) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -82,7 +87,9 @@ impl Receiver {
                 let mut w = conn;
                 let _ = write!(
                     w,
-                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{}",
+                    if status == 200 { reply.len() } else { 0 },
+                    if status == 200 { reply } else { "" }
                 );
             }
         });
@@ -895,4 +902,56 @@ fn groups_and_throttles_send_fewer_messages_and_lose_nothing() {
         )
         .unwrap();
     assert_eq!(db_states, 4 + 3 + 4 + 3);
+}
+
+/// Slack with a bot token: chat.postMessage with the channel and the
+/// token, `{"ok": true}` is delivered; payloads in the user name and the
+/// user agent stay plain text.
+#[test]
+fn slack_bot_token_posts_to_chat_post_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("audit.log");
+    let api = free_port();
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\nalerts: {{sinks: [{{name: sec, type: slack, bot_token: xoxb-test-token, channel: \"#secops\", api_url: \"http://127.0.0.1:{api}/api/chat.postMessage\", include: {{rules: [pod-exec]}}}}]}}\n",
+            path_str(&dir.join("k.db")),
+            path_str(&log)
+        ),
+    )
+    .unwrap();
+    let line = exec_line("b1")
+        .replace(
+            "\"username\":\"alice@example.com\"",
+            "\"username\":\"<@U024BE7LH> <https://evil.example|x>\"",
+        )
+        .replace(
+            "\"userAgent\":\"kubectl/v1.30.4\"",
+            "\"userAgent\":\"<!everyone>\"",
+        );
+    std::fs::write(&log, format!("{line}\n")).unwrap();
+    let rx = Receiver::start_answering(api, 0, 503, r#"{"ok":true}"#);
+    let d = Daemon::start(&cfg, ops);
+    wait("the post", || !rx.seen().is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    d.stop();
+    let seen = rx.seen();
+    assert_eq!(seen.len(), 1, "delivered once");
+    assert_eq!(seen[0].headers["authorization"], "Bearer xoxb-test-token");
+    let msg: serde_json::Value = serde_json::from_str(&seen[0].body).unwrap();
+    assert_eq!(msg["channel"], "#secops");
+    assert!(
+        !seen[0].body.contains("<@U024BE7LH>") && !seen[0].body.contains("<https://evil"),
+        "{}",
+        seen[0].body
+    );
+    assert!(
+        seen[0].body.contains("&lt;@U024BE7LH&gt;"),
+        "{}",
+        seen[0].body
+    );
 }
