@@ -340,6 +340,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                         problems.push(format!("{}: {e}", path.display()));
                     }
                 }
+                if let Err(e) = kaudit::alert::check(&cfg.alerts) {
+                    problems.push(format!("{}: {e}", path.display()));
+                }
                 if !problems.is_empty() {
                     anyhow::bail!("{}", problems.join("\n"));
                 }

@@ -125,6 +125,15 @@ fn build_sinks(cfg: &AlertsConfig) -> Result<BTreeMap<String, Sink>, String> {
     Ok(sinks)
 }
 
+/// Builds every sink without sending anything (`kaudit check`): secrets,
+/// certificates and addresses are read and parsed.
+///
+/// # Errors
+/// The first sink that cannot be built, and why.
+pub fn check(cfg: &AlertsConfig) -> Result<(), String> {
+    build_sinks(cfg).map(|_| ())
+}
+
 /// Tells every sink about a problem of kaudit itself, directly: used when
 /// the store (and so the outbox) cannot be written. Best effort, once per
 /// problem; the outcome is logged.
