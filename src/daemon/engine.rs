@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::silence::StreamWatch;
 use crate::config::Config;
@@ -20,7 +20,7 @@ use crate::event::AuditEvent;
 use crate::finding::{DEFAULT_CLUSTER, Finding};
 use crate::metrics::{Metrics, RuleSeverity, SourceCluster, SourceLabel};
 use crate::pipeline::{Output, Pipeline};
-use crate::source::{Committed, Work};
+use crate::source::{Committed, RawBatch, Work};
 use crate::store::SourceCheckpoint;
 
 /// How often silence is checked and a failed commit retried.
@@ -42,13 +42,17 @@ pub struct Engine {
     pub limits: Limits,
     /// Tells the sinks directly when the store fails.
     pub notifier: Option<crate::alert::Notifier>,
+    /// Set at shutdown: drain what was sent, then stop.
+    pub stop: Arc<AtomicBool>,
 }
 
-/// A committed batch's acknowledgement, held until the commit succeeds.
+/// A batch the store did not take yet: its acknowledgement waits.
 struct Held {
-    done: Option<oneshot::Sender<Committed>>,
-    checkpoints: Vec<SourceCheckpoint>,
-    committed: Committed,
+    batch: RawBatch,
+    /// Part of it was not looked at (a commit failed inside it): feed it
+    /// again; otherwise its findings are pending and only the commit (with
+    /// its checkpoints) is retried.
+    refeed: bool,
 }
 
 /// What the pipeline reports while a batch is processed.
@@ -150,70 +154,31 @@ impl Engine {
         let mut held: Vec<Held> = Vec::new();
         let mut last_tick = Instant::now();
         loop {
+            let stopping = self.stop.load(Ordering::Relaxed);
             // A failed commit is retried before anything new is taken.
             if !held.is_empty() {
+                if stopping {
+                    // One last try; what is still held is not acknowledged
+                    // (its source gives it again after the restart).
+                    self.retry(&mut held);
+                    break;
+                }
                 std::thread::sleep(TICK);
                 self.retry(&mut held);
                 continue;
             }
+            if stopping {
+                // What the sources sent before they stopped is processed;
+                // then the pipeline stops, even if a source (stdin in a
+                // read) still holds a sender.
+                while let Ok(w) = rx.try_recv() {
+                    self.work(w, &mut held);
+                }
+                break;
+            }
             let next = handle.block_on(async { tokio::time::timeout(TICK, rx.recv()).await });
             match next {
-                Ok(Some(Work::Batch(b))) => {
-                    let now = crate::timespec::now();
-                    let ctx_source = b.source.to_string();
-                    let mut out = DaemonOutput {
-                        metrics: &self.metrics,
-                        watch: &mut self.watch,
-                        source: &ctx_source,
-                        live: b.live,
-                        now,
-                        events: 0,
-                        latencies: Vec::new(),
-                        new_findings: 0,
-                    };
-                    for part in &b.parts {
-                        let mut ctx = Context::new(self.limits);
-                        ctx.source = &ctx_source;
-                        ctx.cluster = part.cluster.as_deref();
-                        ctx.default_cluster = self.config.cluster.as_deref();
-                        ctx.request_received = b.request_received;
-                        if let Err(e) = self.pipeline.feed(&part.data[..], &ctx, &mut out) {
-                            tracing::warn!(source = %ctx_source, position = %b.position, error = %e, "input cut short");
-                        }
-                    }
-                    let resumed = out.watch.take_resumed();
-                    for f in resumed {
-                        self.pipeline.report(f, &mut out);
-                    }
-                    let ok = self
-                        .pipeline
-                        .commit(false, b.checkpoints.clone(), &mut out)
-                        .is_ok();
-                    let committed = Committed {
-                        events: out.events,
-                        new_findings: out.new_findings,
-                    };
-                    let latencies = std::mem::take(&mut out.latencies);
-                    if ok {
-                        for l in latencies {
-                            self.metrics.latency.observe(l);
-                        }
-                        if let Some(done) = b.done {
-                            let _ = done.send(committed);
-                        }
-                    } else {
-                        self.failed();
-                        held.push(Held {
-                            done: b.done,
-                            checkpoints: b.checkpoints,
-                            committed,
-                        });
-                    }
-                }
-                Ok(Some(Work::Reload(rules))) => {
-                    self.pipeline.detector_mut().set_rules(rules);
-                    tracing::info!("rules reloaded");
-                }
+                Ok(Some(w)) => self.work(w, &mut held),
                 Ok(None) => break,
                 Err(_) => {} // tick
             }
@@ -222,19 +187,100 @@ impl Engine {
                 self.tick(&mut held);
             }
         }
-        // Shutdown: the last state and anything pending.
+        // Shutdown: the last state and anything pending, a few tries.
         let mut out = Quiet(&self.metrics);
-        loop {
+        for attempt in 1..=3 {
             match self.pipeline.commit(true, Vec::new(), &mut out) {
                 Ok(()) => break,
                 Err(_) => {
                     let e = self.pipeline.take_store_error();
-                    tracing::error!(error = ?e.map(|e| e.to_string()), "final commit failed; retrying");
+                    tracing::error!(attempt, error = ?e.map(|e| e.to_string()), "final commit failed");
                     std::thread::sleep(TICK);
                 }
             }
         }
         tracing::info!("pipeline stopped");
+    }
+
+    fn work(&mut self, w: Work, held: &mut Vec<Held>) {
+        match w {
+            Work::Batch(b) => {
+                if let Some(h) = self.process(b) {
+                    held.push(h);
+                }
+            }
+            Work::Reload(rules) => {
+                self.pipeline.detector_mut().set_rules(rules);
+                tracing::info!("rules reloaded");
+            }
+        }
+    }
+
+    /// Decodes, detects and commits one batch, then acknowledges it; when
+    /// the store refuses, the batch comes back to be held.
+    fn process(&mut self, b: RawBatch) -> Option<Held> {
+        let now = crate::timespec::now();
+        let ctx_source = b.source.to_string();
+        let mut out = DaemonOutput {
+            metrics: &self.metrics,
+            watch: &mut self.watch,
+            source: &ctx_source,
+            live: b.live,
+            now,
+            events: 0,
+            latencies: Vec::new(),
+            new_findings: 0,
+        };
+        for part in &b.parts {
+            let mut ctx = Context::new(self.limits);
+            ctx.source = &ctx_source;
+            ctx.cluster = part.cluster.as_deref();
+            ctx.default_cluster = self.config.cluster.as_deref();
+            ctx.request_received = b.request_received;
+            if let Err(e) = self.pipeline.feed(&part.data[..], &ctx, &mut out) {
+                tracing::warn!(source = %ctx_source, position = %b.position, error = %e, "input cut short");
+            }
+        }
+        // A commit inside the batch (a full one) failed: the rest of the
+        // batch was not looked at. It is fed again once the store works;
+        // its checkpoint must not move before that.
+        if self.pipeline.store_error().is_some() {
+            drop(out);
+            self.failed();
+            return Some(Held {
+                batch: b,
+                refeed: true,
+            });
+        }
+        let resumed = out.watch.take_resumed();
+        for f in resumed {
+            self.pipeline.report(f, &mut out);
+        }
+        let ok = self
+            .pipeline
+            .commit(false, b.checkpoints.clone(), &mut out)
+            .is_ok();
+        let committed = Committed {
+            events: out.events,
+            new_findings: out.new_findings,
+        };
+        let latencies = std::mem::take(&mut out.latencies);
+        if ok {
+            for l in latencies {
+                self.metrics.latency.observe(l);
+            }
+            let mut b = b;
+            if let Some(done) = b.done.take() {
+                let _ = done.send(committed);
+            }
+            None
+        } else {
+            self.failed();
+            Some(Held {
+                batch: b,
+                refeed: false,
+            })
+        }
     }
 
     /// Silence checks (and the token state's eviction gauge).
@@ -248,10 +294,18 @@ impl Engine {
             }
             if self.pipeline.commit(false, Vec::new(), &mut out).is_err() {
                 self.failed();
+                // Nothing to acknowledge: the silence findings stay pending.
                 held.push(Held {
-                    done: None,
-                    checkpoints: Vec::new(),
-                    committed: Committed::default(),
+                    batch: RawBatch {
+                        source: "silence".into(),
+                        parts: Vec::new(),
+                        position: String::new(),
+                        checkpoints: Vec::new(),
+                        live: false,
+                        request_received: false,
+                        done: None,
+                    },
+                    refeed: false,
                 });
             }
         }
@@ -283,24 +337,34 @@ impl Engine {
         }
     }
 
-    /// Retries the held batches' commit (all of them: the pipeline holds
-    /// their findings together).
+    /// Retries the held batches: the pending findings with the checkpoints
+    /// of the batches that were fully read, then the others fed again.
     fn retry(&mut self, held: &mut Vec<Held>) {
-        let checkpoints: Vec<SourceCheckpoint> =
-            held.iter().flat_map(|h| h.checkpoints.clone()).collect();
+        let _ = self.pipeline.take_store_error();
+        let checkpoints: Vec<SourceCheckpoint> = held
+            .iter()
+            .filter(|h| !h.refeed)
+            .flat_map(|h| h.batch.checkpoints.clone())
+            .collect();
         let mut out = Quiet(&self.metrics);
-        if self.pipeline.commit(true, checkpoints, &mut out).is_ok() {
-            self.health.writable.store(true, Ordering::Relaxed);
-            self.metrics.store_up.set(1);
-            tracing::info!(batches = held.len(), "the store works again");
-            for h in held.drain(..) {
-                if let Some(done) = h.done {
-                    let _ = done.send(h.committed);
-                }
-            }
-        } else {
+        if self.pipeline.commit(true, checkpoints, &mut out).is_err() {
             self.metrics.commit_failures.inc();
             let _ = self.pipeline.take_store_error();
+            return;
         }
+        self.health.writable.store(true, Ordering::Relaxed);
+        self.metrics.store_up.set(1);
+        tracing::info!(batches = held.len(), "the store works again");
+        let mut again = Vec::new();
+        for mut h in held.drain(..) {
+            if h.refeed {
+                if let Some(still) = self.process(h.batch) {
+                    again.push(still);
+                }
+            } else if let Some(done) = h.batch.done.take() {
+                let _ = done.send(Committed::default());
+            }
+        }
+        *held = again;
     }
 }

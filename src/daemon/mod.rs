@@ -101,6 +101,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         health: health.clone(),
         watch: silence::StreamWatch::new(config.stream.silence_after),
         limits: Limits::default(),
+        stop: stop.clone(),
         notifier: if config.alerts.sinks.is_empty() {
             None
         } else {

@@ -31,8 +31,11 @@ use super::{Committed, RawBatch, Readiness, Tx, Work};
 use crate::config::FileSource;
 use crate::store::SourceCheckpoint;
 
-/// Read at most this much of one file per batch.
+/// Read about this much of one file per batch.
 const CHUNK: usize = 1 << 20;
+/// A line longer than this (the default event size cap) is passed on as it
+/// is, for the decoder to report.
+const MAX_LINE: usize = 8 << 20;
 
 /// A file being followed.
 struct Tracked {
@@ -153,13 +156,16 @@ impl FileTailer {
         let mut progressed = false;
         let ids: Vec<String> = self.tracked.keys().cloned().collect();
         for id in ids {
-            progressed |= self.read_some(&id)?;
+            let read = self.read_some(&id)?;
+            progressed |= read;
             let named = seen.contains(&id);
             if let Some(t) = self.tracked.get_mut(&id)
                 && !named
+                && !read
             {
                 // Renamed out of the pattern or deleted: drained through the
-                // open handle, then let go.
+                // open handle (idle polls only count once it is at its
+                // end), then let go.
                 t.idle_gone += 1;
                 if t.idle_gone > 3 {
                     self.tracked.remove(&id);
@@ -174,26 +180,36 @@ impl FileTailer {
         let Some(t) = self.tracked.get_mut(id) else {
             return Ok(false);
         };
-        let mut buf = vec![0u8; CHUNK];
         if t.file.seek(SeekFrom::Start(t.offset)).is_err() {
             return Ok(false);
         }
-        let n = match t.file.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(source = %self.name, path = %t.path.display(), error = %e, "read failed");
-                return Ok(false);
+        // A chunk, grown while it holds no line end, up to just over the
+        // event size cap: a long (padded) event is read whole, and one over
+        // the cap goes to the decoder, which quarantines it and raises
+        // oversized-event, instead of being cut into malformed pieces.
+        let mut buf = Vec::with_capacity(CHUNK);
+        loop {
+            let before = buf.len();
+            let want = if before == 0 { CHUNK } else { before };
+            buf.resize(before + want, 0);
+            let n = match t.file.read(&mut buf[before..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(source = %self.name, path = %t.path.display(), error = %e, "read failed");
+                    return Ok(false);
+                }
+            };
+            buf.truncate(before + n);
+            if n == 0 || memchr::memchr(b'\n', &buf[before..]).is_some() || buf.len() > MAX_LINE {
+                break;
             }
-        };
-        if n == 0 {
+        }
+        if buf.is_empty() {
             return Ok(false);
         }
-        buf.truncate(n);
-        // Only whole lines; a line longer than a chunk goes as it is (the
-        // decoder reports it as oversized).
         let end = match memchr::memrchr(b'\n', &buf) {
             Some(i) => i + 1,
-            None if n == CHUNK => n,
+            None if buf.len() > MAX_LINE => buf.len(),
             None => return Ok(false),
         };
         buf.truncate(end);

@@ -281,7 +281,9 @@ fn operations_endpoints_and_store_failure() {
         &db,
         "CREATE TRIGGER refuse BEFORE INSERT ON findings BEGIN SELECT RAISE(ABORT, 'disk full (test)'); END;",
     );
-    append(&log, &ids(5..10));
+    // Enough at once that commits happen inside the batch (every 1000
+    // findings): the part after a refused one must not be skipped.
+    append(&log, &ids(5..1505));
     d.wait_for(
         || {
             d.get("/readyz")
@@ -290,8 +292,9 @@ fn operations_endpoints_and_store_failure() {
         "readyz to turn false",
     );
     assert_eq!(exec_counts(&db).len(), 5, "nothing stored while refused");
+    std::thread::sleep(Duration::from_millis(1500));
     rusqlite_exec(&db, "DROP TRIGGER refuse;");
-    wait_count(&d, &db, 10);
+    wait_count(&d, &db, 1505);
     d.wait_for(
         || d.get("/readyz").is_some_and(|(s, _)| s == 200),
         "readyz again",
@@ -301,7 +304,7 @@ fn operations_endpoints_and_store_failure() {
         log_text.contains("the store refused a commit"),
         "{log_text}"
     );
-    assert_eq!(exec_counts(&db).len(), 10);
+    assert_eq!(exec_counts(&db).len(), 1505);
 }
 
 /// Runs SQL on the daemon's database from outside (another connection).
