@@ -329,6 +329,19 @@ impl Config {
                             "sources[{i}] ({name}): a kafka source needs `topic` or `topics`"
                         ));
                     }
+                    for key in k.properties.keys() {
+                        if matches!(
+                            key.as_str(),
+                            "enable.auto.commit"
+                                | "enable.auto.offset.store"
+                                | "group.id"
+                                | "bootstrap.servers"
+                        ) {
+                            problems.push(format!(
+                                "sources[{i}] ({name}): properties.{key} cannot be set: kaudit commits offsets itself, after the store (use brokers and group_id)"
+                            ));
+                        }
+                    }
                     if let Some(e) = &k.envelope
                         && !(matches!(
                             e.as_str(),
@@ -361,6 +374,21 @@ impl Config {
                         problems.push(format!(
                             "sources[{i}] ({name}): path {:?} must start with /",
                             w.path
+                        ));
+                    }
+                    let firehose = w.firehose_access_key.is_some()
+                        || w.firehose_access_key_env.is_some()
+                        || w.firehose_access_key_file.is_some();
+                    if w.clients.is_empty() && !firehose && !w.allow_anonymous {
+                        problems.push(format!(
+                            "sources[{i}] ({name}): a webhook source without clients (certificate subjects or tokens) or a Firehose key accepts forged events from anyone: add clients, or write allow_anonymous: true"
+                        ));
+                    }
+                    if w.clients.iter().any(|c| c.subject.is_some())
+                        && w.tls.as_ref().is_none_or(|t| t.client_ca.is_none())
+                    {
+                        problems.push(format!(
+                            "sources[{i}] ({name}): clients by certificate subject need tls.client_ca (without it no client certificate is asked for)"
                         ));
                     }
                     for (j, c) in w.clients.iter().enumerate() {

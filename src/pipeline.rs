@@ -39,6 +39,8 @@ pub trait Output {
     }
     /// An event was decoded (for metrics and stream health).
     fn event(&mut self, _ev: &AuditEvent<'_>) {}
+    /// A finding the store already had (a redelivery).
+    fn duplicate(&mut self) {}
 }
 
 /// Counts since the pipeline started.
@@ -352,7 +354,10 @@ impl Pipeline {
                 for (f, r) in batch.findings.iter().zip(results) {
                     match r {
                         Inserted::New { .. } => emit(&mut self.counts, out, f),
-                        Inserted::Duplicate => self.counts.duplicates += 1,
+                        Inserted::Duplicate => {
+                            self.counts.duplicates += 1;
+                            out.duplicate();
+                        }
                     }
                 }
                 Ok(())

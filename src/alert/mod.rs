@@ -224,6 +224,20 @@ impl Deliverer {
     /// # Errors
     /// When the store cannot be opened or a thread started.
     pub fn spawn(self) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
+        // Alerts for sinks no longer configured: dead-lettered, visibly,
+        // instead of waiting forever (or going out weeks later if a sink
+        // of that name comes back).
+        let store = Store::open(&self.db).map_err(|e| e.to_string())?;
+        let names: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
+        match store.outbox_orphans(&names, crate::timespec::now()) {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                alerts = n,
+                "alerts of sinks removed from the configuration dead-lettered"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot dead-letter alerts of removed sinks"),
+        }
+        drop(store);
         let mut threads = Vec::new();
         for (name, sink) in self.sinks {
             let w = Worker {
@@ -241,6 +255,7 @@ impl Deliverer {
                 group_window: self.group_window,
                 throttle: self.throttles.get(&name).copied().flatten(),
                 sent: Default::default(),
+                unrecorded: Default::default(),
                 metrics: self.metrics.clone(),
                 stop: self.stop.clone(),
             };
@@ -268,6 +283,9 @@ struct Worker {
     throttle: Option<u32>,
     /// When messages went out in the last minute (the throttle).
     sent: std::cell::RefCell<std::collections::VecDeque<std::time::Instant>>,
+    /// Delivered, but the store could not record it yet: never sent again,
+    /// only the record is retried.
+    unrecorded: std::cell::RefCell<std::collections::BTreeSet<String>>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 }
@@ -312,15 +330,29 @@ impl Worker {
         let mut last_beat = None;
         while !self.stop.load(Ordering::Relaxed) {
             self.beat(&mut last_beat);
+            self.record_unrecorded();
             let worked = match self.once() {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(sink = %self.name, error = %e, "the outbox cannot be read; retrying");
+                    // The store is failing: wait before trying again (no
+                    // alert is sent twice meanwhile: see `unrecorded`).
+                    tracing::warn!(sink = %self.name, error = %e, "the outbox cannot be read or written; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
                     0
                 }
             };
             if worked == 0 {
                 std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// Records deliveries that the store refused to record earlier.
+    fn record_unrecorded(&self) {
+        let ids: Vec<String> = self.unrecorded.borrow().iter().cloned().collect();
+        for id in ids {
+            if self.store.outbox_delivered(&id, &self.name).is_ok() {
+                self.unrecorded.borrow_mut().remove(&id);
             }
         }
     }
@@ -360,7 +392,28 @@ impl Worker {
     /// One pass over what is due for this sink; the number of attempts.
     fn once(&self) -> Result<usize, crate::store::Error> {
         let now = crate::timespec::now();
-        let due = self.store.outbox_due(now, 100, Some(&self.name))?;
+        let mut due = self.store.outbox_due(now, 100, Some(&self.name))?;
+        {
+            let unrecorded = self.unrecorded.borrow();
+            due.retain(|i| !unrecorded.contains(&i.finding_id));
+        }
+        // Too old to be worth sending: dead-lettered before an attempt.
+        let mut fresh = Vec::with_capacity(due.len());
+        for i in due {
+            if now.saturating_sub(i.stored_at) > self.max_age {
+                self.store.outbox_failed(
+                    &i.finding_id,
+                    &i.sink,
+                    "older than max_age",
+                    now,
+                    true,
+                )?;
+                self.count("dead");
+            } else {
+                fresh.push(i);
+            }
+        }
+        let due = fresh;
         if let Ok((pending, _dead)) = self.store.outbox_depth() {
             self.metrics.outbox_depth.set(pending as i64);
         }
@@ -448,8 +501,11 @@ impl Worker {
     ) -> Result<(), crate::store::Error> {
         match outcome {
             Outcome::Delivered => {
-                self.store.outbox_delivered(&item.finding_id, &item.sink)?;
                 self.count("delivered");
+                if let Err(e) = self.store.outbox_delivered(&item.finding_id, &item.sink) {
+                    self.unrecorded.borrow_mut().insert(item.finding_id.clone());
+                    return Err(e);
+                }
             }
             Outcome::Retry { error, after } => {
                 let attempts = item.attempts + 1;

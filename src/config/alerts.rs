@@ -1,6 +1,6 @@
-//! The `alerts` section: where findings are sent. Today the `webhook` sink
-//! type is built (signed POSTs through the durable outbox); `slack` and
-//! `email` are refused by validation until they are.
+//! The `alerts` section: where findings are sent (webhook, Slack and email
+//! sinks through the durable outbox), and how: routing, dedup, grouping,
+//! throttles, templates, the heartbeat.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -74,7 +74,7 @@ impl Default for AlertsConfig {
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
     pub name: String,
-    /// `webhook` (built), `slack`, `email` (not yet).
+    /// `webhook`, `slack` or `email`.
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(default)]
@@ -204,9 +204,13 @@ impl RouteFilter {
     /// Every non-empty list names the finding's value.
     fn matches(&self, f: &Finding) -> bool {
         let has = |list: &[String], v: &str| list.is_empty() || list.iter().any(|x| x == v);
+        // Cluster names are lower-cased everywhere else; here too.
+        let has_ci = |list: &[String], v: &str| {
+            list.is_empty() || list.iter().any(|x| x.eq_ignore_ascii_case(v))
+        };
         has(&self.rules, &f.rule_id)
             && has(&self.categories, &f.category)
-            && has(&self.clusters, &f.cluster)
+            && has_ci(&self.clusters, &f.cluster)
             && has(&self.namespaces, f.namespace.as_deref().unwrap_or(""))
     }
 }

@@ -112,6 +112,10 @@ pub struct WebhookSource {
     /// let in (client certificates, if `tls.client_ca`), for any cluster.
     #[serde(default)]
     pub clients: Vec<WebhookClient>,
+    /// Accept posts from anyone who reaches the listener (no client
+    /// certificate, token or Firehose key): refused unless said outright.
+    #[serde(default)]
+    pub allow_anonymous: bool,
     /// Bodies over this are answered 413.
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: usize,

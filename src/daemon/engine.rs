@@ -104,6 +104,10 @@ impl Output for DaemonOutput<'_> {
         );
     }
 
+    fn duplicate(&mut self) {
+        self.metrics.duplicates.inc();
+    }
+
     fn event(&mut self, ev: &AuditEvent<'_>) {
         self.events += 1;
         let cluster = ev.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
@@ -143,6 +147,9 @@ impl Output for Quiet<'_> {
         tracing::warn!(rule = %f.rule_id, cluster = %f.cluster, summary = %f.summary, "finding");
     }
     fn problem(&mut self, _: &str, _: u64, _: &str, _: Option<&str>) {}
+    fn duplicate(&mut self) {
+        self.0.duplicates.inc();
+    }
 }
 
 impl Engine {

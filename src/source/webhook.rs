@@ -37,6 +37,10 @@ use crate::config::{Secret, WebhookSource, resolve_secret};
 use crate::daemon::engine::StoreHealth;
 use crate::metrics::{Metrics, SourceReason};
 
+/// How long a TLS handshake may take.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long reading a request body may take.
+const BODY_WAIT: Duration = Duration::from_secs(60);
 /// How long a request waits for its batch to be committed.
 const COMMIT_WAIT: Duration = Duration::from_secs(30);
 
@@ -151,7 +155,10 @@ pub async fn serve(
         let stop = stop.clone();
         tokio::spawn(async move {
             match tls {
-                Some(acceptor) => match acceptor.accept(conn).await {
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(conn))
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("TLS handshake timed out")))
+                {
                     Ok(stream) => {
                         let subject = stream
                             .get_ref()
@@ -162,7 +169,7 @@ pub async fn serve(
                         serve_conn(TokioIo::new(stream), state, subject, stop).await;
                     }
                     Err(e) => {
-                        tracing::info!(%peer, error = %e, "TLS handshake refused");
+                        tracing::debug!(%peer, error = %e, "TLS handshake refused");
                     }
                 },
                 None => serve_conn(TokioIo::new(conn), state, None, stop).await,
@@ -186,13 +193,17 @@ async fn serve_conn<I>(
         let subject = subject.clone();
         async move { Ok::<_, Infallible>(handle(&state.0, subject.as_deref(), req).await) }
     });
-    let conn = http1::Builder::new().serve_connection(io, svc);
+    // Slow clients (slowloris) are cut off: headers within 30 s.
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(io, svc);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
         }
     }
 }
@@ -292,7 +303,10 @@ async fn handle(
         refuse("too-large");
         return reply(StatusCode::PAYLOAD_TOO_LARGE, "body over the limit\n");
     }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
+    let body = match tokio::time::timeout(BODY_WAIT, Limited::new(req.into_body(), limit).collect())
+        .await
+        .unwrap_or_else(|_| Err("body read timed out".into()))
+    {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()

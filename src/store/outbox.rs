@@ -156,6 +156,36 @@ impl Store {
         Ok(())
     }
 
+    /// Dead-letters the pending alerts of sinks not in `sinks`; returns how
+    /// many.
+    pub fn outbox_orphans(&self, sinks: &[&str], now: i64) -> Result<usize, Error> {
+        let pending: Vec<(String, String)> = {
+            let mut q = self
+                .conn
+                .prepare_cached("SELECT finding_id, sink FROM alert_outbox WHERE state = 'pending'")
+                .map_err(sql("read the outbox"))?;
+            let rows = q
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sql("read the outbox"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql("read the outbox"))?
+        };
+        let mut n = 0;
+        for (id, sink) in pending {
+            if !sinks.contains(&sink.as_str()) {
+                self.outbox_failed(
+                    &id,
+                    &sink,
+                    "the sink was removed from the configuration",
+                    now,
+                    true,
+                )?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Alerts not delivered yet (pending), and given up on (dead).
     pub fn outbox_depth(&self) -> Result<(u64, u64), Error> {
         self.conn
