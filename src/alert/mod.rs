@@ -78,6 +78,9 @@ pub enum Outcome {
 
 /// The longest wait between two attempts.
 const MAX_BACKOFF: i64 = 3600;
+/// How long a delivery pass holds the alerts it claimed (longer than any
+/// sink's requests take).
+const LEASE: i64 = 300;
 
 /// Seconds to wait after the `attempts`-th failure: 5 s, 10 s, 20 s, ...
 /// up to an hour.
@@ -392,7 +395,7 @@ impl Worker {
     /// One pass over what is due for this sink; the number of attempts.
     fn once(&self) -> Result<usize, crate::store::Error> {
         let now = crate::timespec::now();
-        let mut due = self.store.outbox_due(now, 100, Some(&self.name))?;
+        let mut due = self.store.outbox_claim(now, LEASE, 100, &self.name)?;
         {
             let unrecorded = self.unrecorded.borrow();
             due.retain(|i| !unrecorded.contains(&i.finding_id));
@@ -417,7 +420,13 @@ impl Worker {
         if let Ok((pending, _dead)) = self.store.outbox_depth() {
             self.metrics.outbox_depth.set(pending as i64);
         }
-        if due.is_empty() || self.slots() == 0 {
+        if due.is_empty() {
+            return Ok(0);
+        }
+        if self.slots() == 0 {
+            for i in &due {
+                self.store.outbox_release(&i.finding_id, &i.sink)?;
+            }
             return Ok(0);
         }
         // More due than the throttle lets out: everything due goes as one
@@ -443,12 +452,27 @@ impl Worker {
                         .ok()
                         .and_then(|v| v["rule_id"].as_str().map(str::to_owned))
                         .unwrap_or_default();
-                    let mut m = self.store.outbox_group(
+                    // Members not claimed yet (by this pass or another
+                    // process) are claimed now; this pass's own are added.
+                    let mut m = self.store.outbox_claim_group(
+                        now,
+                        LEASE,
                         &self.name,
                         &rule,
                         item.stored_at.saturating_add(w),
                         200,
                     )?;
+                    for d in &due {
+                        let same_rule = serde_json::from_str::<serde_json::Value>(&d.finding)
+                            .ok()
+                            .is_some_and(|v| v["rule_id"] == rule.as_str());
+                        if same_rule
+                            && d.stored_at <= item.stored_at.saturating_add(w)
+                            && !m.iter().any(|x| x.finding_id == d.finding_id)
+                        {
+                            m.push(d.clone());
+                        }
+                    }
                     m.retain(|i| !done.contains(&i.finding_id));
                     if m.is_empty() { vec![item.clone()] } else { m }
                 }
@@ -466,6 +490,11 @@ impl Worker {
                 let outcome = self.sink.send(&item.finding_id, &item.finding, now);
                 self.record(item, outcome, now)?;
             }
+        }
+        // Claimed but not sent (throttled, stopping): given back at once,
+        // not held for the lease.
+        for d in due.iter().filter(|d| !done.contains(&d.finding_id)) {
+            self.store.outbox_release(&d.finding_id, &d.sink)?;
         }
         Ok(due.len())
     }

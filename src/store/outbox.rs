@@ -67,37 +67,102 @@ impl Store {
             .map_err(sql("read the outbox"))
     }
 
-    /// Pending alerts of `sink` for findings of `rule_id` stored until
-    /// `until` (Unix seconds), due or not: the members of a group.
-    pub fn outbox_group(
+    /// Claims up to `limit` due alerts of `sink` for `lease` seconds: no
+    /// other process (sharing the store) takes them meanwhile. A claim
+    /// left by a process that died expires with its lease.
+    pub fn outbox_claim(
         &self,
+        now: i64,
+        lease: i64,
+        limit: usize,
+        sink: &str,
+    ) -> Result<Vec<OutboxItem>, Error> {
+        self.claim(
+            "SELECT o.finding_id, o.sink, o.attempts, f.finding, f.inserted_at
+             FROM alert_outbox o JOIN findings f ON f.id = o.finding_id
+             WHERE o.state = 'pending' AND o.next_attempt_at <= ?1 AND o.lease_until <= ?1
+               AND o.sink = ?2
+             ORDER BY o.next_attempt_at, f.seq LIMIT ?3",
+            params![now, sink, limit as i64],
+            now + lease,
+        )
+    }
+
+    /// Claims the pending, unclaimed alerts of `sink` for findings of
+    /// `rule_id` stored until `until`, due or not: a group's members.
+    pub fn outbox_claim_group(
+        &self,
+        now: i64,
+        lease: i64,
         sink: &str,
         rule_id: &str,
         until: i64,
         limit: usize,
     ) -> Result<Vec<OutboxItem>, Error> {
-        let mut q = self
-            .conn
-            .prepare_cached(
-                "SELECT o.finding_id, o.sink, o.attempts, f.finding, f.inserted_at
-                 FROM alert_outbox o JOIN findings f ON f.id = o.finding_id
-                 WHERE o.state = 'pending' AND o.sink = ?1 AND f.rule_id = ?2 AND f.inserted_at <= ?3
-                 ORDER BY f.seq LIMIT ?4",
-            )
-            .map_err(sql("read the outbox"))?;
-        let rows = q
-            .query_map(params![sink, rule_id, until, limit as i64], |r| {
-                Ok(OutboxItem {
-                    finding_id: r.get(0)?,
-                    sink: r.get(1)?,
-                    attempts: r.get::<_, i64>(2)?.max(0) as u32,
-                    finding: r.get(3)?,
-                    stored_at: r.get(4)?,
+        self.claim(
+            "SELECT o.finding_id, o.sink, o.attempts, f.finding, f.inserted_at
+             FROM alert_outbox o JOIN findings f ON f.id = o.finding_id
+             WHERE o.state = 'pending' AND o.sink = ?2 AND f.rule_id = ?3
+               AND f.inserted_at <= ?4 AND o.lease_until <= ?1
+             ORDER BY f.seq LIMIT ?5",
+            params![now, sink, rule_id, until, limit as i64],
+            now + lease,
+        )
+    }
+
+    /// Selects with `select` and leases what it found, in one write
+    /// transaction.
+    fn claim(
+        &self,
+        select: &str,
+        args: &[&dyn rusqlite::ToSql],
+        until: i64,
+    ) -> Result<Vec<OutboxItem>, Error> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )
+        .map_err(sql("claim alerts"))?;
+        let items: Vec<OutboxItem> = {
+            let mut q = tx.prepare_cached(select).map_err(sql("claim alerts"))?;
+            let rows = q
+                .query_map(args, |r| {
+                    Ok(OutboxItem {
+                        finding_id: r.get(0)?,
+                        sink: r.get(1)?,
+                        attempts: r.get::<_, i64>(2)?.max(0) as u32,
+                        finding: r.get(3)?,
+                        stored_at: r.get(4)?,
+                    })
                 })
-            })
-            .map_err(sql("read the outbox"))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(sql("read the outbox"))
+                .map_err(sql("claim alerts"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql("claim alerts"))?
+        };
+        {
+            let mut u = tx
+                .prepare_cached(
+                    "UPDATE alert_outbox SET lease_until = ?3 WHERE finding_id = ?1 AND sink = ?2",
+                )
+                .map_err(sql("claim alerts"))?;
+            for i in &items {
+                u.execute(params![i.finding_id, i.sink, until])
+                    .map_err(sql("claim alerts"))?;
+            }
+        }
+        tx.commit().map_err(sql("claim alerts"))?;
+        Ok(items)
+    }
+
+    /// Gives back a claim that was not used (a throttled pass).
+    pub fn outbox_release(&self, finding_id: &str, sink: &str) -> Result<(), Error> {
+        self.conn
+            .execute(
+                "UPDATE alert_outbox SET lease_until = 0 WHERE finding_id = ?1 AND sink = ?2",
+                params![finding_id, sink],
+            )
+            .map_err(sql("release a claim"))?;
+        Ok(())
     }
 
     /// Each alert of finding `id`: (sink, state, attempts, last error).
@@ -128,7 +193,7 @@ impl Store {
     pub fn outbox_delivered(&self, finding_id: &str, sink: &str) -> Result<(), Error> {
         self.conn
             .execute(
-                "UPDATE alert_outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL
+                "UPDATE alert_outbox SET state = 'delivered', attempts = attempts + 1, last_error = NULL, lease_until = 0
                  WHERE finding_id = ?1 AND sink = ?2",
                 params![finding_id, sink],
             )
@@ -147,7 +212,7 @@ impl Store {
     ) -> Result<(), Error> {
         self.conn
             .execute(
-                "UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?3,
+                "UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?3, lease_until = 0,
                      next_attempt_at = ?4, state = CASE WHEN ?5 THEN 'dead' ELSE 'pending' END
                  WHERE finding_id = ?1 AND sink = ?2",
                 params![finding_id, sink, error, next_at, dead],

@@ -147,6 +147,10 @@ CREATE TABLE silenced (
     r#"
 ALTER TABLE alert_outbox ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 5: a delivery claims its rows for a while (several processes, one store).
+    r#"
+ALTER TABLE alert_outbox ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this kaudit writes.

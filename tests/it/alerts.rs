@@ -43,6 +43,17 @@ impl Receiver {
 
     /// Like `start_with`, answering 200s with `reply` (JSON) as the body.
     fn start_answering(port: u16, refuse: usize, refusal: u16, reply: &'static str) -> Receiver {
+        Receiver::start_full(port, refuse, refusal, reply, 0)
+    }
+
+    /// Every answer after `delay_ms` (a slow receiver).
+    fn start_full(
+        port: u16,
+        refuse: usize,
+        refusal: u16,
+        reply: &'static str,
+        delay_ms: u64,
+    ) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -84,6 +95,7 @@ impl Receiver {
                     status,
                 });
                 drop(all);
+                std::thread::sleep(Duration::from_millis(delay_ms));
                 let mut w = conn;
                 let _ = write!(
                     w,
@@ -954,4 +966,43 @@ fn slack_bot_token_posts_to_chat_post_message() {
         "{}",
         seen[0].body
     );
+}
+
+/// Two processes sharing one store (an overlapping restart) deliver each
+/// alert once: a delivery claims its rows.
+#[test]
+fn two_processes_on_one_store_alert_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    let hook = free_port();
+    let lines: Vec<String> = (0..10)
+        .map(|i| exec_line(&format!("p{i}")).replace("web-1", &format!("web-{i}")))
+        .collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let config = |ops: u16, name: &str| {
+        let cfg = dir.join(name);
+        std::fs::write(
+            &cfg,
+            format!(
+                "storage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\nalerts: {{sinks: [{{name: siem, type: webhook, url: \"http://127.0.0.1:{hook}/\", include: {{rules: [pod-exec]}}}}]}}\n",
+                path_str(&db),
+                path_str(&log)
+            ),
+        )
+        .unwrap();
+        cfg
+    };
+    let rx = Receiver::start_full(hook, 0, 503, "", 300);
+    let (a_ops, b_ops) = (free_port(), free_port());
+    let a = Daemon::start(&config(a_ops, "a.yaml"), a_ops);
+    let b = Daemon::start(&config(b_ops, "b.yaml"), b_ops);
+    wait("ten alerts", || rx.delivered().len() == 10);
+    std::thread::sleep(Duration::from_secs(2));
+    a.stop();
+    b.stop();
+    let delivered = rx.delivered();
+    assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
+    assert_eq!(rx.seen().len(), 10, "no alert sent twice");
 }
