@@ -12,6 +12,7 @@ use lettre::{Message, SmtpTransport, Transport};
 use serde_json::Value;
 
 use super::Outcome;
+use super::field_text as field;
 use crate::config::{SinkConfig, resolve_secret};
 
 pub struct EmailSink {
@@ -200,19 +201,6 @@ pub fn html(s: &str) -> String {
         }
     }
     out
-}
-
-fn field(f: &Value, key: &str) -> String {
-    match &f[key] {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        Value::Array(a) => a
-            .iter()
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-            .collect::<Vec<_>>()
-            .join(", "),
-        other => other.to_string(),
-    }
 }
 
 /// Subject, plain text and HTML of the mail for `f`.

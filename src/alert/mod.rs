@@ -63,6 +63,21 @@ pub fn fill(template: &str, f: &serde_json::Value) -> String {
     out
 }
 
+/// A finding's field as text for a message: strings as they are, lists
+/// joined, absent as `-`.
+pub(crate) fn field_text(f: &serde_json::Value, key: &str) -> String {
+    match &f[key] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::Array(a) => a
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

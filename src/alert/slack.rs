@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::Outcome;
+use super::field_text as text;
 use super::webhook::classify;
 use crate::config::{Secret, SinkConfig, resolve_secret};
 
@@ -197,19 +198,6 @@ fn cut(s: String, max: usize) -> String {
     }
     out.push('…');
     out
-}
-
-fn text(f: &Value, key: &str) -> String {
-    match &f[key] {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".to_owned(),
-        Value::Array(a) => a
-            .iter()
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-            .collect::<Vec<_>>()
-            .join(", "),
-        other => other.to_string(),
-    }
 }
 
 /// The Block Kit message for a finding.

@@ -33,6 +33,18 @@ pub struct AlertState {
     pub repeats: u32,
 }
 
+/// An outbox row joined with its finding: finding_id, sink, attempts,
+/// finding, inserted_at.
+fn item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxItem> {
+    Ok(OutboxItem {
+        finding_id: r.get(0)?,
+        sink: r.get(1)?,
+        attempts: r.get::<_, i64>(2)?.max(0) as u32,
+        finding: r.get(3)?,
+        stored_at: r.get(4)?,
+    })
+}
+
 impl Store {
     /// Alerts due at `now` (Unix seconds), oldest first, at most `limit`;
     /// only `sink`'s when given.
@@ -53,15 +65,7 @@ impl Store {
             )
             .map_err(sql("read the outbox"))?;
         let rows = q
-            .query_map(params![now, limit as i64, sink], |r| {
-                Ok(OutboxItem {
-                    finding_id: r.get(0)?,
-                    sink: r.get(1)?,
-                    attempts: r.get::<_, i64>(2)?.max(0) as u32,
-                    finding: r.get(3)?,
-                    stored_at: r.get(4)?,
-                })
-            })
+            .query_map(params![now, limit as i64, sink], item)
             .map_err(sql("read the outbox"))?;
         rows.collect::<Result<_, _>>()
             .map_err(sql("read the outbox"))
@@ -125,17 +129,7 @@ impl Store {
         .map_err(sql("claim alerts"))?;
         let items: Vec<OutboxItem> = {
             let mut q = tx.prepare_cached(select).map_err(sql("claim alerts"))?;
-            let rows = q
-                .query_map(args, |r| {
-                    Ok(OutboxItem {
-                        finding_id: r.get(0)?,
-                        sink: r.get(1)?,
-                        attempts: r.get::<_, i64>(2)?.max(0) as u32,
-                        finding: r.get(3)?,
-                        stored_at: r.get(4)?,
-                    })
-                })
-                .map_err(sql("claim alerts"))?;
+            let rows = q.query_map(args, item).map_err(sql("claim alerts"))?;
             rows.collect::<Result<_, _>>()
                 .map_err(sql("claim alerts"))?
         };
