@@ -200,6 +200,7 @@ pub struct Deliverer {
     max_age: i64,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    alive: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Deliverer {
@@ -226,7 +227,14 @@ impl Deliverer {
             max_age: cfg.max_age,
             metrics,
             stop,
+            alive: None,
         })
+    }
+
+    /// Heartbeats go out only while the pipeline's loop goes round.
+    pub fn with_alive(mut self, alive: Arc<std::sync::atomic::AtomicI64>) -> Self {
+        self.alive = Some(alive);
+        self
     }
 
     /// The cluster named in heartbeats (the config's `cluster`).
@@ -276,6 +284,7 @@ impl Deliverer {
                 unrecorded: Default::default(),
                 metrics: self.metrics.clone(),
                 stop: self.stop.clone(),
+                alive: self.alive.clone(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -306,6 +315,7 @@ struct Worker {
     unrecorded: std::cell::RefCell<std::collections::BTreeSet<String>>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    alive: Option<Arc<std::sync::atomic::AtomicI64>>,
 }
 
 impl Worker {
@@ -329,6 +339,15 @@ impl Worker {
         }
         *last = Some(std::time::Instant::now());
         let now = crate::timespec::now();
+        if let Some(alive) = &self.alive {
+            let at = alive.load(Ordering::Relaxed);
+            if now - at > 30 {
+                // The pipeline is stuck: no heartbeat, so that it is noticed.
+                tracing::error!(sink = %self.name, stuck_for = now - at, "pipeline not running: heartbeat withheld");
+                self.count("heartbeat-withheld");
+                return;
+            }
+        }
         let (pending, dead) = self.store.outbox_depth().unwrap_or((0, 0));
         let f = crate::detect::pipeline::heartbeat(
             &self.cluster,

@@ -44,6 +44,9 @@ pub struct Engine {
     pub notifier: Option<crate::alert::Notifier>,
     /// Set at shutdown: drain what was sent, then stop.
     pub stop: Arc<AtomicBool>,
+    /// When the loop last went round (Unix seconds): the heartbeat stops
+    /// when the pipeline is stuck, as a dead man's switch must.
+    pub alive: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// A batch the store did not take yet: its acknowledgement waits.
@@ -161,6 +164,8 @@ impl Engine {
         let mut held: Vec<Held> = Vec::new();
         let mut last_tick = Instant::now();
         loop {
+            let now = crate::timespec::now();
+            self.alive.store(now, Ordering::Relaxed);
             let stopping = self.stop.load(Ordering::Relaxed);
             // A failed commit is retried before anything new is taken.
             if !held.is_empty() {

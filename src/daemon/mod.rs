@@ -92,6 +92,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     let readiness = Arc::new(Readiness::default());
     let (tx, rx) = mpsc::channel::<Work>(QUEUE);
     let stop = Arc::new(AtomicBool::new(false));
+    let alive = Arc::new(std::sync::atomic::AtomicI64::new(crate::timespec::now()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let engine = engine::Engine {
@@ -102,6 +103,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         watch: silence::StreamWatch::new(config.stream.silence_after),
         limits: Limits::default(),
         stop: stop.clone(),
+        alive: alive.clone(),
         notifier: if config.alerts.sinks.is_empty() {
             None
         } else {
@@ -119,7 +121,8 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
             stop.clone(),
         )
         .map_err(DaemonError::Invalid)?
-        .with_cluster(config.cluster.as_deref());
+        .with_cluster(config.cluster.as_deref())
+        .with_alive(alive.clone());
         d.spawn().map_err(DaemonError::Invalid)?
     };
     let handle = runtime.handle().clone();
