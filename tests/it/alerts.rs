@@ -1006,3 +1006,80 @@ fn two_processes_on_one_store_alert_once() {
     assert!(delivered.values().all(|n| *n == 1), "{delivered:?}");
     assert_eq!(rx.seen().len(), 10, "no alert sent twice");
 }
+
+/// An email digest: findings of one rule within the group window in one
+/// mail listing them.
+#[test]
+fn email_digest_lists_grouped_findings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("audit.log");
+    let maildir = dir.join("mail");
+    let smtp_port = free_port();
+    let mut smtp = Command::new(smtp_python())
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{smtp_port}"),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+            &path_str(&maildir),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait("aiosmtpd", || {
+        std::net::TcpStream::connect(("127.0.0.1", smtp_port)).is_ok()
+    });
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: prod\nstorage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\nalerts:\n  group_window: 2s\n  sinks:\n    - {{name: mail, type: email, smtp: {{host: 127.0.0.1, port: {smtp_port}, tls: none}}, from: kaudit@example.com, to: [soc@example.com], include: {{rules: [pod-exec]}}}}\n",
+            path_str(&dir.join("k.db")),
+            path_str(&log)
+        ),
+    )
+    .unwrap();
+    let lines: Vec<String> = (0..3)
+        .map(|i| exec_line(&format!("d{i}")).replace("web-1", &format!("web-<b>{i}</b>")))
+        .collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let d = Daemon::start(&cfg, ops);
+    let new = maildir.join("new");
+    wait("the digest", || {
+        std::fs::read_dir(&new).map(|r| r.count()).unwrap_or(0) >= 1
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    d.stop();
+    let _ = smtp.kill();
+    let _ = smtp.wait();
+    let files: Vec<_> = std::fs::read_dir(&new).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "one mail for the three");
+    let script = r#"
+import email, json, sys
+from email import policy
+m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=policy.default)
+parts = {p.get_content_type(): p.get_content() for p in m.walk() if not p.is_multipart()}
+print(json.dumps({"subject": m["subject"], "parts": parts}))
+"#;
+    let out = Command::new(smtp_python())
+        .args(["-c", script, &path_str(&files[0].path())])
+        .output()
+        .unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        m["subject"].as_str().unwrap().ends_with("(3 findings)"),
+        "{m}"
+    );
+    let html = m["parts"]["text/html"].as_str().unwrap();
+    assert_eq!(html.matches("<tr>").count(), 3, "{html}");
+    assert!(
+        !html.contains("<b>") && html.contains("&lt;b&gt;"),
+        "{html}"
+    );
+}
