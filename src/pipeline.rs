@@ -190,6 +190,12 @@ impl Pipeline {
         ))
     }
 
+    /// How often detector state goes with a commit (the daemon: every
+    /// commit, so that it moves with the source checkpoints).
+    pub fn set_state_every(&mut self, every: Duration) {
+        self.state_every = every;
+    }
+
     /// Routes new findings to alert sinks through the outbox.
     pub fn set_alerts(&mut self, alerts: std::sync::Arc<crate::config::AlertsConfig>) {
         self.alerts = Some(alerts);

@@ -78,6 +78,9 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     if !config.alerts.sinks.is_empty() {
         pipeline.set_alerts(Arc::new(config.alerts.clone()));
     }
+    // Detector state commits with every batch, in the same transaction as
+    // the source's checkpoint (DESIGN, principle 1).
+    pipeline.set_state_every(std::time::Duration::ZERO);
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }

@@ -13,6 +13,8 @@ use crate::config::StdinSource;
 
 /// Lines per batch.
 const LINES: usize = 1000;
+/// Bytes read for one line at most (just over the default event cap).
+const MAX_LINE: u64 = (8 << 20) + 1;
 
 /// Reads stdin until its end, `stop`, or the pipeline goes away.
 pub fn run(name: &str, cfg: &StdinSource, tx: Tx, stop: Arc<AtomicBool>, ready: Arc<Readiness>) {
@@ -27,7 +29,9 @@ pub fn run(name: &str, cfg: &StdinSource, tx: Tx, stop: Arc<AtomicBool>, ready: 
         let mut data = Vec::new();
         let mut lines = 0;
         while lines < LINES {
-            match input.read_until(b'\n', &mut data) {
+            // A line longer than the event cap is cut there (the decoder
+            // reports it); memory stays bounded.
+            match std::io::Read::take(&mut input, MAX_LINE).read_until(b'\n', &mut data) {
                 Ok(0) => break,
                 Ok(_) => {
                     lines += 1;
@@ -38,8 +42,9 @@ pub fn run(name: &str, cfg: &StdinSource, tx: Tx, stop: Arc<AtomicBool>, ready: 
                     break;
                 }
             }
-            // Send what there is when no more is waiting (a slow pipe).
-            if input.buffer().is_empty() {
+            // Send what there is when no more is waiting (a slow pipe), or
+            // when the batch is large.
+            if input.buffer().is_empty() || data.len() as u64 >= MAX_LINE {
                 break;
             }
         }

@@ -37,6 +37,8 @@ use crate::config::{Secret, WebhookSource, resolve_secret};
 use crate::daemon::engine::StoreHealth;
 use crate::metrics::{Metrics, SourceReason};
 
+/// Request bodies held in memory at once, per webhook source.
+const BUDGET: usize = 256 << 20;
 /// How long a TLS handshake may take.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 /// How long reading a request body may take.
@@ -52,6 +54,9 @@ struct Client {
 }
 
 struct Shared {
+    /// Bodies in memory at once, in MiB: a request takes its share before
+    /// its body is read, and is answered 429 when there is none left.
+    budget: Arc<tokio::sync::Semaphore>,
     name: Arc<str>,
     cfg: WebhookSource,
     clients: Vec<Client>,
@@ -124,7 +129,9 @@ pub async fn bind(
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| format!("source {name}: listen {}: {e}", cfg.listen))?;
+    let budget_mib = (BUDGET.max(cfg.max_body_bytes) >> 20).max(1);
     let state = Arc::new(ServerState(Shared {
+        budget: Arc::new(tokio::sync::Semaphore::new(budget_mib)),
         name: name.into(),
         cfg,
         clients,
@@ -303,6 +310,19 @@ async fn handle(
         refuse("too-large");
         return reply(StatusCode::PAYLOAD_TOO_LARGE, "body over the limit\n");
     }
+    // This body's share of the memory budget (its announced length, or the
+    // limit when it announces none), held until it is answered.
+    let announced = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(limit);
+    let mib = u32::try_from(announced.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX);
+    let Ok(_share) = s.budget.clone().try_acquire_many_owned(mib) else {
+        refuse("memory");
+        return retry_after(StatusCode::TOO_MANY_REQUESTS, 1, "busy, retry\n");
+    };
     let body = match tokio::time::timeout(BODY_WAIT, Limited::new(req.into_body(), limit).collect())
         .await
         .unwrap_or_else(|_| Err("body read timed out".into()))
