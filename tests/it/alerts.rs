@@ -300,6 +300,42 @@ fn smtp_python() -> PathBuf {
     py
 }
 
+/// Starts aiosmtpd on `port`, delivering to the maildir `maildir`, with
+/// STARTTLS when given certificates, and waits until it listens.
+fn start_smtp(port: u16, maildir: &Path, tls: Option<&super::daemon::Pki>) -> std::process::Child {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "-m".to_owned(),
+        "aiosmtpd".into(),
+        "-n".into(),
+        "-l".into(),
+        listen,
+    ];
+    if let Some(pki) = tls {
+        args.extend([
+            "--tlscert".into(),
+            path_str(&pki.cert),
+            "--tlskey".into(),
+            path_str(&pki.key),
+        ]);
+    }
+    args.extend([
+        "-c".into(),
+        "aiosmtpd.handlers.Mailbox".into(),
+        path_str(maildir),
+    ]);
+    let child = Command::new(smtp_python())
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait("aiosmtpd", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    child
+}
+
 /// Email over STARTTLS to a real SMTP server (aiosmtpd), read back with
 /// Python's email parser: subject, both parts, HTML escaping.
 #[test]
@@ -311,28 +347,7 @@ fn email_alerts_reach_a_real_smtp_server() {
     let maildir = dir.join("mail");
     let pki = super::daemon::make_pki(dir, "unused");
     let smtp_port = free_port();
-    let mut smtp = Command::new(smtp_python())
-        .args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{smtp_port}"),
-            "--tlscert",
-            &path_str(&pki.cert),
-            "--tlskey",
-            &path_str(&pki.key),
-            "-c",
-            "aiosmtpd.handlers.Mailbox",
-            &path_str(&maildir),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait("aiosmtpd", || {
-        std::net::TcpStream::connect(("127.0.0.1", smtp_port)).is_ok()
-    });
+    let mut smtp = start_smtp(smtp_port, &maildir, Some(&pki));
     let ops = free_port();
     let cfg = dir.join("kaudit.yaml");
     std::fs::write(
@@ -1016,24 +1031,7 @@ fn email_digest_lists_grouped_findings() {
     let log = dir.join("audit.log");
     let maildir = dir.join("mail");
     let smtp_port = free_port();
-    let mut smtp = Command::new(smtp_python())
-        .args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{smtp_port}"),
-            "-c",
-            "aiosmtpd.handlers.Mailbox",
-            &path_str(&maildir),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait("aiosmtpd", || {
-        std::net::TcpStream::connect(("127.0.0.1", smtp_port)).is_ok()
-    });
+    let mut smtp = start_smtp(smtp_port, &maildir, None);
     let ops = free_port();
     let cfg = dir.join("kaudit.yaml");
     std::fs::write(
