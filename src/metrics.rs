@@ -30,6 +30,11 @@ pub struct RuleSeverity {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkOutcome {
     pub sink: String,
     pub outcome: String,
@@ -64,6 +69,8 @@ pub struct Metrics {
     pub commit_failures: Counter,
     pub state_evictions: Gauge,
     pub webhook_rejected: Family<SourceReason, Counter>,
+    /// Configuration reloads (SIGHUP), by outcome.
+    pub reloads: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -90,6 +97,7 @@ impl Metrics {
             commit_failures: Counter::default(),
             state_evictions: Gauge::default(),
             webhook_rejected: Family::default(),
+            reloads: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register(
@@ -151,6 +159,11 @@ impl Metrics {
                 "webhook_rejected",
                 "Webhook requests refused, by source and reason",
                 m.webhook_rejected.clone(),
+            );
+            r.register(
+                "config_reloads",
+                "Configuration reloads (SIGHUP), by outcome",
+                m.reloads.clone(),
             );
         }
         m

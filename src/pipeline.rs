@@ -83,6 +83,8 @@ pub struct Pipeline {
     /// for it and when (wall clock).
     dedup: HashMap<String, (String, i64)>,
     pub counts: Counts,
+    /// Other state to save with the next commit (the daemon's streams).
+    extra_state: Vec<(String, Vec<u8>)>,
 }
 
 /// Dedup keys remembered at most (the oldest go first).
@@ -185,9 +187,28 @@ impl Pipeline {
                 silences_read: None,
                 dedup: HashMap::new(),
                 counts: Counts::default(),
+                extra_state: Vec::new(),
             },
             warning,
         ))
+    }
+
+    /// Saves `state` under `name` with the next commit (replacing what an
+    /// earlier call put there and was not committed yet).
+    pub fn put_state(&mut self, name: &str, state: Vec<u8>) {
+        self.extra_state.retain(|(n, _)| n != name);
+        self.extra_state.push((name.to_owned(), state));
+    }
+
+    /// The state last saved under `name`.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub fn saved_state(&self, name: &str) -> Result<Option<Vec<u8>>, crate::store::Error> {
+        match &self.store {
+            Some(s) => s.detector_state(name),
+            None => Ok(None),
+        }
     }
 
     /// How often detector state goes with a commit (the daemon: every
@@ -197,8 +218,8 @@ impl Pipeline {
     }
 
     /// Routes new findings to alert sinks through the outbox.
-    pub fn set_alerts(&mut self, alerts: std::sync::Arc<crate::config::AlertsConfig>) {
-        self.alerts = Some(alerts);
+    pub fn set_alerts(&mut self, alerts: Option<std::sync::Arc<crate::config::AlertsConfig>>) {
+        self.alerts = alerts;
     }
 
     /// Reads the active silences again when the last read is older than a
@@ -342,6 +363,7 @@ impl Pipeline {
         if state_due && let Some(s) = self.detector.token_mut().and_then(|t| t.take_snapshot()) {
             batch.state = vec![(STATE_NAME.to_owned(), s)];
         }
+        batch.state.append(&mut self.extra_state);
         if batch.findings.is_empty()
             && batch.quarantine.is_empty()
             && batch.coverage.is_empty()
@@ -373,7 +395,12 @@ impl Pipeline {
                 // in `self.coverage`); the state is written again then.
                 batch.checkpoints.clear();
                 batch.coverage.clear();
-                batch.state.clear();
+                // Other state goes with the next try (unless replaced).
+                for (name, v) in batch.state.drain(..) {
+                    if name != STATE_NAME && !self.extra_state.iter().any(|(n, _)| *n == name) {
+                        self.extra_state.push((name, v));
+                    }
+                }
                 self.pending = batch;
                 self.store_error = Some(e);
                 Err(CommitFailed)

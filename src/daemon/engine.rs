@@ -25,6 +25,10 @@ use crate::store::SourceCheckpoint;
 
 /// How often silence is checked and a failed commit retried.
 const TICK: Duration = Duration::from_secs(1);
+/// How often the streams' last-event times are saved.
+const SAVE_STREAMS: Duration = Duration::from_secs(10);
+/// The name the streams are saved under (`detector_state`).
+const STREAMS: &str = "streams";
 
 /// Shared health, read by /readyz.
 #[derive(Default)]
@@ -161,8 +165,18 @@ impl Engine {
     pub fn run(mut self, handle: tokio::runtime::Handle, mut rx: mpsc::Receiver<Work>) {
         self.health.writable.store(true, Ordering::Relaxed);
         self.metrics.store_up.set(1);
+        match self.pipeline.saved_state(STREAMS) {
+            Ok(Some(saved)) => {
+                if let Err(e) = self.watch.restore(&saved, crate::timespec::now()) {
+                    tracing::warn!(error = %e, "the saved audit streams are unreadable: silence is watched afresh");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the saved audit streams"),
+        }
         let mut held: Vec<Held> = Vec::new();
         let mut last_tick = Instant::now();
+        let mut streams_saved = Instant::now();
         loop {
             let now = crate::timespec::now();
             self.alive.store(now, Ordering::Relaxed);
@@ -196,10 +210,15 @@ impl Engine {
             }
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
-                self.tick(&mut held);
+                let save = streams_saved.elapsed() >= SAVE_STREAMS;
+                if save {
+                    streams_saved = Instant::now();
+                }
+                self.tick(&mut held, save);
             }
         }
         // Shutdown: the last state and anything pending, a few tries.
+        self.pipeline.put_state(STREAMS, self.watch.snapshot());
         let mut out = Quiet(&self.metrics);
         for attempt in 1..=3 {
             match self.pipeline.commit(true, Vec::new(), &mut out) {
@@ -221,11 +240,38 @@ impl Engine {
                     held.push(h);
                 }
             }
-            Work::Reload(rules) => {
-                self.pipeline.detector_mut().set_rules(rules);
-                tracing::info!("rules reloaded");
-            }
+            Work::Reload(r) => self.reload(*r),
         }
+    }
+
+    /// Takes a new configuration between two batches. Pending findings
+    /// keep the routing they were made under.
+    fn reload(&mut self, r: crate::source::Reload) {
+        let crate::source::Reload { config, rules } = r;
+        if let Some(t) = self.pipeline.detector_mut().token_mut()
+            && let Err(e) = t.reconfigure(&config)
+        {
+            tracing::error!(error = %e, "reload: the token detector settings are unusable; nothing was changed");
+            return;
+        }
+        let notifier = if config.alerts.sinks.is_empty() {
+            None
+        } else {
+            match crate::alert::Notifier::new(&config.alerts) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload: the alert sinks are unusable; the old notifier stays");
+                    self.notifier.take()
+                }
+            }
+        };
+        self.notifier = notifier;
+        self.pipeline.detector_mut().set_rules(rules);
+        self.pipeline
+            .set_alerts((!config.alerts.sinks.is_empty()).then(|| Arc::new(config.alerts.clone())));
+        self.watch.set_after(config.stream.silence_after);
+        self.config = config;
+        tracing::info!("configuration reloaded");
     }
 
     /// Decodes, detects and commits one batch, then acknowledges it; when
@@ -268,6 +314,16 @@ impl Engine {
         for f in resumed {
             self.pipeline.report(f, &mut out);
         }
+        for lost in &b.lost {
+            let cluster = lost
+                .cluster
+                .as_deref()
+                .or(self.config.cluster.as_deref())
+                .unwrap_or(DEFAULT_CLUSTER);
+            tracing::error!(source = %ctx_source, what = %lost.what, count = lost.count, unit = lost.unit, reason = %lost.reason, "input lost before it was read");
+            let f = crate::detect::pipeline::events_lost(cluster, &ctx_source, lost, now);
+            self.pipeline.report(f, &mut out);
+        }
         let ok = self
             .pipeline
             .commit(false, b.checkpoints.clone(), &mut out)
@@ -295,15 +351,17 @@ impl Engine {
         }
     }
 
-    /// Silence checks (and the token state's eviction gauge).
-    fn tick(&mut self, held: &mut Vec<Held>) {
+    /// Silence checks, the streams saved every [`SAVE_STREAMS`] (`save`),
+    /// and the token state's eviction gauge.
+    fn tick(&mut self, held: &mut Vec<Held>, save: bool) {
         let now = crate::timespec::now();
         let silent = self.watch.check(now);
-        if !silent.is_empty() {
+        if !silent.is_empty() || save {
             let mut out = Quiet(&self.metrics);
             for f in silent {
                 self.pipeline.report(f, &mut out);
             }
+            self.pipeline.put_state(STREAMS, self.watch.snapshot());
             if self.pipeline.commit(false, Vec::new(), &mut out).is_err() {
                 self.failed();
                 // Nothing to acknowledge: the silence findings stay pending.
@@ -315,6 +373,7 @@ impl Engine {
                         checkpoints: Vec::new(),
                         live: false,
                         request_received: false,
+                        lost: Vec::new(),
                         done: None,
                     },
                     refeed: false,
@@ -366,6 +425,8 @@ impl Engine {
         }
         self.health.writable.store(true, Ordering::Relaxed);
         self.metrics.store_up.set(1);
+        // Nothing was read while the store was down: no cluster was heard.
+        self.watch.listening_again(crate::timespec::now());
         tracing::info!(batches = held.len(), "the store works again");
         let mut again = Vec::new();
         for mut h in held.drain(..) {

@@ -4,9 +4,13 @@
 //!
 //! - SIGTERM / SIGINT: sources stop taking input, the pipeline drains what
 //!   was sent, commits, and the process exits 0;
-//! - SIGHUP: the configuration file's rules are read again and replace the
-//!   running ones between two batches (no event is lost; detector state is
-//!   kept). Sources and networks need a restart.
+//! - SIGHUP: the configuration file (and the rule files it names) is read
+//!   and checked again; when usable, rules, detector settings (networks,
+//!   identities, limits), alert sinks and routing, the default cluster and
+//!   the stream settings are replaced between two batches: no event is
+//!   lost, detector state is kept, alerts already queued stay queued. A
+//!   change to `sources`, `server` or `storage` is reported and takes
+//!   effect at the next restart.
 //!
 //! When every source has ended on its own (stdin at its end), the daemon
 //! stops too.
@@ -47,6 +51,136 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
 }
 
+/// What starts alert delivery threads.
+struct Delivery {
+    db: PathBuf,
+    metrics: Arc<Metrics>,
+    alive: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl Delivery {
+    /// One thread per sink of `config`, until `stop`.
+    fn start(
+        &self,
+        config: &Config,
+        stop: Arc<AtomicBool>,
+    ) -> Result<Vec<std::thread::JoinHandle<()>>, String> {
+        if config.alerts.sinks.is_empty() {
+            return Ok(Vec::new());
+        }
+        crate::alert::Deliverer::new(&self.db, &config.alerts, self.metrics.clone(), stop)?
+            .with_cluster(config.cluster.as_deref())
+            .with_alive(self.alive.clone())
+            .spawn()
+    }
+}
+
+/// Takes SIGHUPs: checks the configuration file again and, when it is
+/// usable, restarts alert delivery with it and hands the rest to the
+/// pipeline thread. Owns the delivery threads (returned at the end).
+struct Reloader {
+    path: PathBuf,
+    extra_rules: Vec<PathBuf>,
+    running: Arc<Config>,
+    tx: crate::source::Tx,
+    delivery: Delivery,
+    delivery_stop: Arc<AtomicBool>,
+    deliverers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Reloader {
+    fn run(
+        mut self,
+        hups: &std::sync::mpsc::Receiver<()>,
+    ) -> (Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>) {
+        while hups.recv().is_ok() {
+            let outcome = match self.reload() {
+                Ok(()) => "ok",
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: the configuration is not usable; the running one stays");
+                    "failed"
+                }
+            };
+            self.delivery
+                .metrics
+                .reloads
+                .get_or_create(&crate::metrics::Outcome {
+                    outcome: outcome.into(),
+                })
+                .inc();
+        }
+        (self.delivery_stop, self.deliverers)
+    }
+
+    fn reload(&mut self) -> Result<(), DaemonError> {
+        let reload = prepare_reload(&self.path, &self.extra_rules, &self.running)?;
+        // The old delivery threads finish or give back what they hold; the
+        // new ones' claims keep an alert from going out twice meanwhile.
+        let fresh = Arc::new(AtomicBool::new(false));
+        let handles = self
+            .delivery
+            .start(&reload.config, fresh.clone())
+            .map_err(|e| DaemonError::Invalid(format!("alert delivery: {e}")))?;
+        self.delivery_stop.store(true, Ordering::Relaxed);
+        self.delivery_stop = fresh;
+        self.deliverers.retain(|h| !h.is_finished());
+        self.deliverers.extend(handles);
+        self.running = reload.config.clone();
+        // Between two batches of the pipeline thread.
+        self.tx
+            .blocking_send(Work::Reload(Box::new(reload)))
+            .map_err(|_| DaemonError::Invalid("the pipeline has stopped".into()))
+    }
+}
+
+/// Reads and checks the configuration again for a reload, as at start
+/// (rules, detector settings, alert sinks); what cannot change without a
+/// restart is reported.
+fn prepare_reload(
+    path: &Path,
+    extra_rules: &[PathBuf],
+    running: &Config,
+) -> Result<crate::source::Reload, DaemonError> {
+    let config = Config::load(path)?;
+    let rules = config.rules(Some(path), extra_rules)?;
+    TokenDetector::new(&config).map_err(DaemonError::Invalid)?;
+    if !config.alerts.sinks.is_empty() {
+        crate::alert::Notifier::new(&config.alerts).map_err(DaemonError::Invalid)?;
+    }
+    for (section, changed) in [
+        (
+            "sources",
+            format!("{:?}", config.sources) != format!("{:?}", running.sources),
+        ),
+        (
+            "server",
+            format!("{:?}", config.server) != format!("{:?}", running.server),
+        ),
+        (
+            "storage",
+            format!("{:?}", config.storage) != format!("{:?}", running.storage),
+        ),
+    ] {
+        if changed {
+            tracing::warn!(
+                section,
+                "SIGHUP: this section changed; it takes effect at the next restart (the running one stays)"
+            );
+        }
+    }
+    // The sections a reload cannot change stay as they run.
+    let config = Config {
+        sources: running.sources.clone(),
+        server: running.server.clone(),
+        storage: running.storage.clone(),
+        ..config
+    };
+    Ok(crate::source::Reload {
+        config: Arc::new(config),
+        rules: Arc::new(rules),
+    })
+}
+
 /// Runs the daemon until it is told to stop.
 ///
 /// # Errors
@@ -76,7 +210,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     }
     let (mut pipeline, warning) = Pipeline::new(Detector::with_token(rules, token), Some(store))?;
     if !config.alerts.sinks.is_empty() {
-        pipeline.set_alerts(Arc::new(config.alerts.clone()));
+        pipeline.set_alerts(Some(Arc::new(config.alerts.clone())));
     }
     // Detector state commits with every batch, in the same transaction as
     // the source's checkpoint (DESIGN, principle 1).
@@ -113,21 +247,19 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
             Some(crate::alert::Notifier::new(&config.alerts).map_err(DaemonError::Invalid)?)
         },
     };
-    // Alert delivery: its own thread and database connection.
-    let deliverers = if config.alerts.sinks.is_empty() {
-        Vec::new()
-    } else {
-        let d = crate::alert::Deliverer::new(
-            &storage.path,
-            &config.alerts,
-            metrics.clone(),
-            stop.clone(),
-        )
-        .map_err(DaemonError::Invalid)?
-        .with_cluster(config.cluster.as_deref())
-        .with_alive(alive.clone());
-        d.spawn().map_err(DaemonError::Invalid)?
+    // Alert delivery: its own threads and database connection. A reload
+    // stops them (each finishes or gives back what it holds) and starts
+    // the new configuration's; claims keep the two from sending one alert
+    // twice.
+    let delivery = Delivery {
+        db: storage.path.clone(),
+        metrics: metrics.clone(),
+        alive: alive.clone(),
     };
+    let delivery_stop = Arc::new(AtomicBool::new(false));
+    let deliverers = delivery
+        .start(&config, delivery_stop.clone())
+        .map_err(DaemonError::Invalid)?;
     let handle = runtime.handle().clone();
     let engine_thread = std::thread::Builder::new()
         .name("kaudit-pipeline".into())
@@ -212,9 +344,26 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     }
     tracing::info!(sources = config.sources.len(), "kaudit run started");
 
-    // Wait for a signal, or for every source to end on its own.
-    let reload_tx = tx.clone();
+    // Reloads are prepared on their own thread (reading files and building
+    // HTTP clients blocks), off the signal loop.
+    let (hup_tx, hup_rx) = std::sync::mpsc::channel::<()>();
+    let reloader = {
+        let reloader = Reloader {
+            path: config_path.to_owned(),
+            extra_rules: extra_rules.to_vec(),
+            running: config.clone(),
+            tx: tx.clone(),
+            delivery,
+            delivery_stop,
+            deliverers,
+        };
+        std::thread::Builder::new()
+            .name("kaudit-reload".into())
+            .spawn(move || reloader.run(&hup_rx))?
+    };
     drop(tx);
+
+    // Wait for a signal, or for every source to end on its own.
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
@@ -225,14 +374,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
                 _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
-                _ = hup.recv() => {
-                    match Config::load(config_path).map_err(DaemonError::from).and_then(|c| Ok(c.rules(Some(config_path), extra_rules)?)) {
-                        Ok(rules) => {
-                            let _ = reload_tx.send(Work::Reload(Arc::new(rules))).await;
-                        }
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: the new rules are not usable; the running ones stay"),
-                    }
-                }
+                _ = hup.recv() => { let _ = hup_tx.send(()); }
                 _ = check.tick() => {
                     if threads.iter().chain(stdin_thread.iter()).all(|t| t.is_finished()) && tasks.is_empty() {
                         tracing::info!("every source has ended: stopping");
@@ -247,7 +389,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     // Stop intake, drain, commit.
     stop.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    drop(reload_tx);
+    drop(hup_tx);
     for t in threads {
         let _ = t.join();
     }
@@ -257,8 +399,13 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         let _ = t.join();
     }
     let _ = engine_thread.join();
-    for d in deliverers {
-        let _ = d.join();
+    // Alert delivery stops last: what the pipeline committed at the end may
+    // still go out.
+    if let Ok((delivery_stop, deliverers)) = reloader.join() {
+        delivery_stop.store(true, Ordering::Relaxed);
+        for d in deliverers {
+            let _ = d.join();
+        }
     }
     let _ = runtime.block_on(server);
     for t in tasks {

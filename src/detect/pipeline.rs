@@ -214,6 +214,36 @@ pub fn stream_silent(cluster: &str, last: i64, after: i64, now: i64) -> Finding 
     f
 }
 
+pub static EVENTS_LOST: LazyLock<RuleMeta> = LazyLock::new(|| {
+    meta(
+        "audit-events-lost",
+        "Audit events were lost before kaudit read them",
+        Severity::High,
+        "pipeline",
+        &["T1562.008"],
+    )
+});
+
+/// A source lost input before it was read (`lost`), noticed at `now`. The
+/// same gap seen again (after a restart) is the same finding.
+pub fn events_lost(cluster: &str, source: &str, lost: &crate::source::Lost, now: i64) -> Finding {
+    let mut f = event_less(
+        &EVENTS_LOST,
+        cluster,
+        format!(
+            "pipeline:{cluster}:audit-events-lost:{source}:{}@{}",
+            lost.what, lost.from
+        ),
+        format!(
+            "{} {} of audit input from {} ({source}) were lost before kaudit read them: {}",
+            lost.count, lost.unit, lost.what, lost.reason
+        ),
+        json!({"source": source, "where": lost.what, "from": lost.from, "count": lost.count, "unit": lost.unit, "reason": lost.reason}),
+    );
+    f.time = Some(crate::timespec::unix_to_rfc3339(now));
+    f
+}
+
 pub static HEARTBEAT: LazyLock<RuleMeta> = LazyLock::new(|| {
     meta(
         "kaudit-heartbeat",

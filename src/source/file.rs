@@ -1,33 +1,47 @@
 //! The file source: audit log files named by paths or globs, tailed through
 //! rotation.
 //!
-//! Each file is followed by its identity (device and inode), not its name:
+//! A file is known by its *fingerprint*, a hash of its first line (at most
+//! the first kilobyte) of content, decompressed for `.gz` files, not by its
+//! name or inode. The first line of an audit log is an event with its own
+//! auditID and timestamp, so the fingerprint names the content:
 //! - **rename rotation** (the API server's own, logrotate's default): the
-//!   old file keeps its inode under a new name; it is read to its end
-//!   through the handle already open, and the new file at the old name is
-//!   a new identity read from its start;
-//! - **copytruncate**: the same inode shrinks below the offset read; reading
-//!   starts again at 0;
-//! - **rotated `.gz` files** matching the pattern are read once, whole.
+//!   old file keeps its content under a new name; it is read to its end
+//!   through the handle already open, and the new file at the old name has
+//!   a new first line, so it is read from its start;
+//! - **copytruncate**: the file emptied in place gets a new first line and
+//!   is read from 0; the copy (when a pattern matches it) carries the old
+//!   fingerprint, so what was not read before the truncation is read from
+//!   the copy. When the copy is not watched and the file was cut before
+//!   its end was read, the bytes lost are reported (`audit-events-lost`);
+//! - **rotated `.gz` files** carry the fingerprint of the file they were
+//!   compressed from: rename-then-compress rotation is not read twice, a
+//!   `.gz` is decompressed as a stream (never whole in memory) from where
+//!   its content was read up to, and one still being written is read as
+//!   far as it decodes and looked at again when it grows;
+//! - a new file on a **reused inode** is a new fingerprint: nothing of it is
+//!   skipped.
 //!
-//! Only complete lines are sent. The offset of each identity is committed
-//! with the batch's findings (`source_checkpoints`: key `DEV:INO`, position
-//! the byte offset, or `gz` for a compressed file read whole), so after a
-//! restart reading resumes where the last commit left it, and nothing is
-//! alerted twice.
+//! Only complete lines are sent (the last line of a finished `.gz` too).
+//! The offset within each fingerprint's content is committed with the
+//! batch's findings (`source_checkpoints`: key `fp:HEX`, position the byte
+//! offset, plus ` gz:LEN` once a compressed file of LEN bytes was read to
+//! its end), so after a restart reading resumes where the last commit left
+//! it, and nothing is alerted twice.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use flate2::read::MultiGzDecoder;
 use tokio::sync::oneshot;
 
-use super::{Committed, RawBatch, Readiness, Tx, Work};
+use super::{Committed, Lost, RawBatch, Readiness, Tx, Work};
 use crate::config::FileSource;
 use crate::store::SourceCheckpoint;
 
@@ -36,14 +50,88 @@ const CHUNK: usize = 1 << 20;
 /// A line longer than this (the default event size cap) is passed on as it
 /// is, for the decoder to report.
 const MAX_LINE: usize = 8 << 20;
+/// The fingerprint covers the first line, or this many bytes of a longer
+/// one. A file with less than this and no line end yet is not read until
+/// it has either.
+const HEAD: usize = 1024;
 
-/// A file being followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Inode {
+    dev: u64,
+    ino: u64,
+}
+
+impl Inode {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Inode {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// A file's size and modification time: when neither changed, neither did
+/// its fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    mtime: i64,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Stamp {
+            len: meta.len(),
+            mtime: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        }
+    }
+}
+
+/// Where a fingerprint's content has been read up to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Pos {
+    offset: u64,
+    /// A compressed file of this many bytes was read to its end.
+    gz_len: Option<u64>,
+}
+
+impl Pos {
+    fn parse(text: &str) -> Option<Pos> {
+        let mut words = text.split(' ');
+        let offset = words.next()?.parse().ok()?;
+        let gz_len = match words.next() {
+            Some(w) => Some(w.strip_prefix("gz:")?.parse().ok()?),
+            None => None,
+        };
+        Some(Pos { offset, gz_len })
+    }
+
+    fn text(self) -> String {
+        match self.gz_len {
+            Some(l) => format!("{} gz:{l}", self.offset),
+            None => self.offset.to_string(),
+        }
+    }
+}
+
+/// A plain file being followed through an open handle.
 struct Tracked {
     path: PathBuf,
     file: File,
-    offset: u64,
+    inode: Inode,
+    /// Its size when last looked at (what a truncation lost is at least the
+    /// part of it not read).
+    len: u64,
     /// Polls in a row at the end of a file no pattern names any more.
     idle_gone: u32,
+}
+
+/// A file matched in this poll.
+struct Found {
+    path: PathBuf,
+    inode: Inode,
+    stamp: Stamp,
+    gz: bool,
 }
 
 pub struct FileTailer {
@@ -52,9 +140,15 @@ pub struct FileTailer {
     tx: Tx,
     stop: Arc<AtomicBool>,
     ready: Arc<Readiness>,
-    /// Committed positions, by `DEV:INO`.
-    positions: HashMap<String, String>,
+    /// Read (and committed) positions, by fingerprint key.
+    positions: HashMap<String, Pos>,
+    /// Plain files with an open handle, by fingerprint key.
     tracked: HashMap<String, Tracked>,
+    /// Fingerprints of the files matched, while they do not change.
+    keys: HashMap<Inode, (Stamp, Option<String>)>,
+    /// Compressed files read to their end, or broken: looked at again only
+    /// when they change.
+    gz_done: HashMap<Inode, Stamp>,
 }
 
 impl FileTailer {
@@ -72,8 +166,14 @@ impl FileTailer {
             tx,
             stop,
             ready,
-            positions: positions.into_iter().collect(),
+            positions: positions
+                .into_iter()
+                .filter(|(k, _)| k.starts_with("fp:"))
+                .filter_map(|(k, v)| Some((k, Pos::parse(&v)?)))
+                .collect(),
             tracked: HashMap::new(),
+            keys: HashMap::new(),
+            gz_done: HashMap::new(),
         }
     }
 
@@ -92,9 +192,11 @@ impl FileTailer {
         }
     }
 
-    /// One pass over the files; true when something was read.
-    fn poll_once(&mut self) -> Result<bool, Stopped> {
-        let mut seen = Vec::new();
+    /// The files the patterns match now, by fingerprint (a plain file wins
+    /// over a compressed copy of the same content).
+    fn scan(&mut self) -> HashMap<String, Found> {
+        let mut found: HashMap<String, Found> = HashMap::new();
+        let mut inodes = Vec::new();
         for pattern in self.cfg.patterns() {
             let paths = match glob::glob(&pattern) {
                 Ok(p) => p,
@@ -111,100 +213,146 @@ impl FileTailer {
                 if !meta.is_file() {
                     continue;
                 }
-                let id = format!("{}:{}", meta.dev(), meta.ino());
-                seen.push(id.clone());
-                if is_gz(&path) {
-                    if self.positions.get(&id).map(String::as_str) != Some("gz") {
-                        self.read_gz(&path, &id)?;
+                let (inode, stamp, gz) = (Inode::of(&meta), Stamp::of(&meta), is_gz(&path));
+                inodes.push(inode);
+                let key = match self.keys.get(&inode) {
+                    Some((s, key)) if *s == stamp => key.clone(),
+                    _ => {
+                        let key = fingerprint(&path, gz);
+                        self.keys.insert(inode, (stamp, key.clone()));
+                        key
                     }
-                    continue;
+                };
+                let Some(key) = key else {
+                    continue; // no first line yet
+                };
+                let f = Found {
+                    path,
+                    inode,
+                    stamp,
+                    gz,
+                };
+                match found.get(&key) {
+                    // A plain file wins over a compressed copy.
+                    Some(old) if !old.gz || gz => {}
+                    _ => {
+                        found.insert(key, f);
+                    }
                 }
-                match self.tracked.get_mut(&id) {
-                    Some(t) => {
-                        t.path = path.clone();
-                        t.idle_gone = 0;
-                        if meta.len() < t.offset {
-                            tracing::info!(source = %self.name, path = %path.display(), "file truncated (copytruncate rotation): reading from the start");
-                            t.offset = 0;
-                        }
+            }
+        }
+        self.keys.retain(|i, _| inodes.contains(i));
+        self.gz_done.retain(|i, _| inodes.contains(i));
+        found
+    }
+
+    /// One pass over the files; true when something was read.
+    fn poll_once(&mut self) -> Result<bool, Stopped> {
+        let found = self.scan();
+        for (key, f) in found.iter().filter(|(_, f)| !f.gz) {
+            match self.tracked.get_mut(key) {
+                Some(t) => {
+                    t.idle_gone = 0;
+                    if t.inode == f.inode {
+                        t.path.clone_from(&f.path);
                     }
-                    None => {
-                        let Ok(file) = File::open(&path) else {
-                            continue;
-                        };
-                        let mut offset = self
-                            .positions
-                            .get(&id)
-                            .and_then(|p| p.parse().ok())
-                            .unwrap_or(0);
-                        if meta.len() < offset {
-                            offset = 0;
-                        }
-                        self.tracked.insert(
-                            id.clone(),
-                            Tracked {
-                                path,
-                                file,
-                                offset,
-                                idle_gone: 0,
-                            },
-                        );
+                }
+                None => {
+                    let Ok(file) = File::open(&f.path) else {
+                        continue;
+                    };
+                    // Opened after the scan: it must still hold that content.
+                    if head_key(&file).as_deref() != Some(key.as_str()) {
+                        continue;
                     }
+                    self.tracked.insert(
+                        key.clone(),
+                        Tracked {
+                            path: f.path.clone(),
+                            file,
+                            inode: f.inode,
+                            len: f.stamp.len,
+                            idle_gone: 0,
+                        },
+                    );
                 }
             }
         }
         let mut progressed = false;
-        let ids: Vec<String> = self.tracked.keys().cloned().collect();
-        for id in ids {
-            let read = self.read_some(&id)?;
+        let keys: Vec<String> = self.tracked.keys().cloned().collect();
+        for key in keys {
+            let read = self.read_plain(&key, found.contains_key(&key))?;
             progressed |= read;
-            let named = seen.contains(&id);
-            if let Some(t) = self.tracked.get_mut(&id)
-                && !named
+            if let Some(t) = self.tracked.get_mut(&key)
+                && !found.contains_key(&key)
                 && !read
             {
-                // Renamed out of the pattern or deleted: drained through the
-                // open handle (idle polls only count once it is at its
+                // Renamed out of the patterns or deleted: drained through
+                // the open handle (idle polls only count once it is at its
                 // end), then let go.
                 t.idle_gone += 1;
                 if t.idle_gone > 3 {
-                    self.tracked.remove(&id);
+                    self.tracked.remove(&key);
                 }
             }
+        }
+        for (key, f) in found.iter().filter(|(_, f)| f.gz) {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // While the plain file of this content is open, it is read
+            // there; the compressed copy is looked at once it is let go.
+            if self.tracked.contains_key(key) || self.gz_done.get(&f.inode) == Some(&f.stamp) {
+                continue;
+            }
+            let pos = self.positions.get(key).copied().unwrap_or_default();
+            if pos.gz_len == Some(f.stamp.len) {
+                self.gz_done.insert(f.inode, f.stamp);
+                continue;
+            }
+            progressed |= self.read_gz(key, f, pos)?;
         }
         Ok(progressed)
     }
 
-    /// Reads complete lines from where `id` stands and sends them.
-    fn read_some(&mut self, id: &str) -> Result<bool, Stopped> {
-        let Some(t) = self.tracked.get_mut(id) else {
+    /// Reads complete lines of a followed file from where its content was
+    /// read up to, and sends them; true when something was sent.
+    fn read_plain(&mut self, key: &str, named: bool) -> Result<bool, Stopped> {
+        let Some(t) = self.tracked.get_mut(key) else {
             return Ok(false);
         };
-        if t.file.seek(SeekFrom::Start(t.offset)).is_err() {
+        let len = t.file.metadata().map(|m| m.len()).unwrap_or(0);
+        let pos = self.positions.get(key).copied().unwrap_or_default();
+        // Truncated in place (copytruncate) and perhaps written again: the
+        // handle no longer holds this content.
+        if len < pos.offset || head_key(&t.file).as_deref() != Some(key) {
+            let t = self.tracked.remove(key);
+            let cut = t.as_ref().map_or(0, |t| t.len.saturating_sub(pos.offset));
+            let path = t.map(|t| t.path).unwrap_or_default();
+            tracing::info!(source = %self.name, path = %path.display(), "file truncated in place (copytruncate rotation)");
+            if cut > 0 && !named {
+                // Nowhere else to read the rest from: say what was lost.
+                self.lost(Lost {
+                    cluster: self.cfg.cluster.clone(),
+                    what: path.display().to_string(),
+                    from: pos.offset.to_string(),
+                    count: cut,
+                    unit: "bytes",
+                    reason: "the file was truncated (copytruncate rotation) before kaudit read its end, and no pattern matches the copy".into(),
+                })?;
+            }
             return Ok(false);
         }
-        // A chunk, grown while it holds no line end, up to just over the
-        // event size cap: a long (padded) event is read whole, and one over
-        // the cap goes to the decoder, which quarantines it and raises
-        // oversized-event, instead of being cut into malformed pieces.
-        let mut buf = Vec::with_capacity(CHUNK);
-        loop {
-            let before = buf.len();
-            let want = if before == 0 { CHUNK } else { before };
-            buf.resize(before + want, 0);
-            let n = match t.file.read(&mut buf[before..]) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(source = %self.name, path = %t.path.display(), error = %e, "read failed");
-                    return Ok(false);
-                }
-            };
-            buf.truncate(before + n);
-            if n == 0 || memchr::memchr(b'\n', &buf[before..]).is_some() || buf.len() > MAX_LINE {
-                break;
-            }
+        t.len = len;
+        if len == pos.offset {
+            return Ok(false);
         }
-        if buf.is_empty() {
+        if t.file.seek(SeekFrom::Start(pos.offset)).is_err() {
+            return Ok(false);
+        }
+        let mut buf = Vec::with_capacity(CHUNK);
+        if let Err(e) = fill(&mut t.file, &mut buf) {
+            tracing::warn!(source = %self.name, path = %t.path.display(), error = %e, "read failed");
             return Ok(false);
         }
         let end = match memchr::memrchr(b'\n', &buf) {
@@ -213,46 +361,126 @@ impl FileTailer {
             None => return Ok(false),
         };
         buf.truncate(end);
-        let new_offset = t.offset + end as u64;
-        let position = format!("{}@{}", t.path.display(), t.offset);
-        let mut batch = RawBatch::one(self.name.clone(), self.cfg.cluster.clone(), buf, position);
-        batch.request_received = self.cfg.request_received;
-        batch.checkpoints = vec![SourceCheckpoint {
-            source: self.name.to_string(),
-            key: id.to_owned(),
-            position: new_offset.to_string(),
-        }];
-        self.send(batch)?;
-        if let Some(t) = self.tracked.get_mut(id) {
-            t.offset = new_offset;
-        }
-        self.positions.insert(id.to_owned(), new_offset.to_string());
+        let position = format!("{}@{}", t.path.display(), pos.offset);
+        let next = Pos {
+            offset: pos.offset + end as u64,
+            gz_len: None,
+        };
+        self.send_chunk(key, buf, position, next, true)?;
         Ok(true)
     }
 
-    /// A rotated, compressed file: read whole, once.
-    fn read_gz(&mut self, path: &std::path::Path, id: &str) -> Result<(), Stopped> {
-        let mut data = Vec::new();
-        if let Err(e) = File::open(path).and_then(|mut f| f.read_to_end(&mut data)) {
-            tracing::warn!(source = %self.name, path = %path.display(), error = %e, "cannot read");
-            return Ok(());
+    /// A compressed file, decompressed as a stream from where its content
+    /// was read up to; true when something was sent.
+    fn read_gz(&mut self, key: &str, f: &Found, pos: Pos) -> Result<bool, Stopped> {
+        let broken = |me: &mut Self, e: std::io::Error| {
+            tracing::warn!(source = %me.name, path = %f.path.display(), error = %e,
+                "compressed file is incomplete or corrupt: what decoded was read; it is looked at again when it changes");
+            me.gz_done.insert(f.inode, f.stamp);
+        };
+        let file = match File::open(&f.path) {
+            Ok(file) => file,
+            Err(e) => {
+                broken(self, e);
+                return Ok(false);
+            }
+        };
+        let mut dec = MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file));
+        match std::io::copy(&mut (&mut dec).take(pos.offset), &mut std::io::sink()) {
+            Ok(n) if n == pos.offset => {}
+            Ok(_) => {
+                // It holds no more than what was read already.
+                self.gz_done.insert(f.inode, f.stamp);
+                return Ok(false);
+            }
+            Err(e) => {
+                broken(self, e);
+                return Ok(false);
+            }
         }
+        let mut offset = pos.offset;
+        let mut buf = Vec::with_capacity(CHUNK);
+        let mut sent = false;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(sent);
+            }
+            // Cut short (still being written, or corrupt): the complete
+            // lines decoded so far are read, the rest waits for a change.
+            let (eof, error) = match fill(&mut dec, &mut buf) {
+                Ok(eof) => (eof, None),
+                Err(e) => (false, Some(e)),
+            };
+            let end = if eof {
+                buf.len()
+            } else {
+                match memchr::memrchr(b'\n', &buf) {
+                    Some(i) => i + 1,
+                    None if error.is_some() => 0,
+                    None => buf.len(), // over MAX_LINE
+                }
+            };
+            let rest = buf.split_off(end);
+            let position = format!("{}@{offset}", f.path.display());
+            offset += end as u64;
+            let next = Pos {
+                offset,
+                gz_len: eof.then_some(f.stamp.len),
+            };
+            if !buf.is_empty() || eof {
+                self.send_chunk(key, std::mem::take(&mut buf), position, next, false)?;
+                sent = true;
+            }
+            if let Some(e) = error {
+                broken(self, e);
+                return Ok(sent);
+            }
+            buf = rest;
+            if eof {
+                self.gz_done.insert(f.inode, f.stamp);
+                return Ok(sent);
+            }
+        }
+    }
+
+    /// Sends `data` (complete lines) with the checkpoint `next` for `key`
+    /// and records it once committed.
+    fn send_chunk(
+        &mut self,
+        key: &str,
+        data: Vec<u8>,
+        position: String,
+        next: Pos,
+        live: bool,
+    ) -> Result<(), Stopped> {
+        let mut batch = RawBatch::one(self.name.clone(), self.cfg.cluster.clone(), data, position);
+        if batch.parts[0].data.is_empty() {
+            batch.parts.clear();
+        }
+        batch.live = live;
+        batch.request_received = self.cfg.request_received;
+        batch.checkpoints = vec![SourceCheckpoint {
+            source: self.name.to_string(),
+            key: key.to_owned(),
+            position: next.text(),
+        }];
+        self.send(batch)?;
+        self.positions.insert(key.to_owned(), next);
+        Ok(())
+    }
+
+    /// Reports input lost before it could be read.
+    fn lost(&self, lost: Lost) -> Result<(), Stopped> {
         let mut batch = RawBatch::one(
             self.name.clone(),
             self.cfg.cluster.clone(),
-            data,
-            path.display().to_string(),
+            Vec::new(),
+            lost.what.clone(),
         );
-        batch.checkpoints = vec![SourceCheckpoint {
-            source: self.name.to_string(),
-            key: id.to_owned(),
-            position: "gz".into(),
-        }];
+        batch.parts.clear();
         batch.live = false;
-        batch.request_received = self.cfg.request_received;
-        self.send(batch)?;
-        self.positions.insert(id.to_owned(), "gz".into());
-        Ok(())
+        batch.lost = vec![lost];
+        self.send(batch).map(|_| ())
     }
 
     /// Sends a batch and waits until it is committed.
@@ -269,6 +497,158 @@ impl FileTailer {
 /// The pipeline has gone (shutdown): stop reading.
 struct Stopped;
 
-fn is_gz(path: &std::path::Path) -> bool {
+fn is_gz(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "gz")
+}
+
+/// Reads from `r`, appending to `buf`, until `buf` holds a line end and at
+/// least [`CHUNK`] bytes, holds more than [`MAX_LINE`] bytes, or the input
+/// ends (true).
+fn fill(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut newline = memchr::memchr(b'\n', buf).is_some();
+    loop {
+        if (newline && buf.len() >= CHUNK) || buf.len() > MAX_LINE {
+            return Ok(false);
+        }
+        let before = buf.len();
+        let want = if newline || before < CHUNK {
+            CHUNK.saturating_sub(before).max(1 << 16)
+        } else {
+            before
+        };
+        buf.resize(before + want, 0);
+        let n = match r.read(&mut buf[before..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                buf.truncate(before);
+                return Err(e);
+            }
+        };
+        buf.truncate(before + n);
+        if n == 0 {
+            return Ok(true);
+        }
+        newline = newline || memchr::memchr(b'\n', &buf[before..]).is_some();
+    }
+}
+
+/// The fingerprint key of the content at `path`, once it has a first line
+/// (or [`HEAD`] bytes of one).
+fn fingerprint(path: &Path, gz: bool) -> Option<String> {
+    let file = File::open(path).ok()?;
+    if !gz {
+        return head_key(&file);
+    }
+    let mut head = Vec::with_capacity(HEAD);
+    let mut dec = MultiGzDecoder::new(file).take(HEAD as u64);
+    // A stream cut short still names its content by what decodes.
+    let complete = dec.read_to_end(&mut head).is_ok() && head.len() < HEAD;
+    key_of(&head, complete)
+}
+
+/// The fingerprint key of an open plain file's content.
+fn head_key(file: &File) -> Option<String> {
+    let mut head = [0u8; HEAD];
+    let mut n = 0;
+    while n < HEAD {
+        match file.read_at(&mut head[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    key_of(&head[..n], false)
+}
+
+/// The key of content starting with `head`: its first line, or all of
+/// `head` once it is [`HEAD`] long (or `complete`, the whole content).
+fn key_of(head: &[u8], complete: bool) -> Option<String> {
+    use sha2::Digest;
+    let line = match memchr::memchr(b'\n', head) {
+        Some(i) => &head[..=i],
+        None if head.len() >= HEAD || (complete && !head.is_empty()) => {
+            &head[..head.len().min(HEAD)]
+        }
+        None => return None,
+    };
+    let digest = sha2::Sha256::digest(line);
+    Some(format!("fp:{}", hex::encode(&digest[..12])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip() {
+        for p in [
+            Pos {
+                offset: 0,
+                gz_len: None,
+            },
+            Pos {
+                offset: 1234,
+                gz_len: Some(99),
+            },
+        ] {
+            assert_eq!(Pos::parse(&p.text()), Some(p));
+        }
+        assert_eq!(Pos::parse("12 zz"), None);
+        assert_eq!(Pos::parse("x"), None);
+    }
+
+    #[test]
+    fn the_key_is_the_first_line() {
+        assert_eq!(key_of(b"", false), None);
+        assert_eq!(key_of(b"{\"a\":1", false), None, "no line end yet");
+        let a = key_of(b"{\"a\":1}\n", false);
+        assert!(a.is_some());
+        assert_eq!(
+            key_of(b"{\"a\":1}\n{\"b\":2}\n", false),
+            a,
+            "later lines do not matter"
+        );
+        assert_ne!(key_of(b"{\"a\":2}\n", false), a);
+        assert_eq!(key_of(b"{\"a\":1}", true), key_of(b"{\"a\":1}", true));
+        let long = vec![b'x'; HEAD + 10];
+        assert_eq!(key_of(&long, false), key_of(&long[..HEAD], false));
+    }
+
+    #[test]
+    fn a_gz_copy_has_the_plain_files_key() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.log");
+        std::fs::write(&plain, "{\"auditID\":\"1\"}\n{\"auditID\":\"2\"}\n").unwrap();
+        let gz = dir.path().join("a.log.gz");
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        enc.write_all(&std::fs::read(&plain).unwrap()).unwrap();
+        enc.finish().unwrap();
+        assert!(fingerprint(&plain, false).is_some());
+        assert_eq!(fingerprint(&plain, false), fingerprint(&gz, true));
+    }
+
+    #[test]
+    fn fill_stops_at_a_chunk_of_lines_or_the_end() {
+        let data: Vec<u8> = (0..200_000)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        let mut r = &data[..];
+        let (mut total, mut fills) = (0, 0);
+        loop {
+            let mut buf = Vec::new();
+            let eof = fill(&mut r, &mut buf).unwrap();
+            fills += 1;
+            total += buf.len();
+            if eof {
+                break;
+            }
+            assert!(buf.len() >= CHUNK && buf.len() < CHUNK + (1 << 16) + 16);
+        }
+        assert_eq!(total, data.len());
+        assert!(fills >= 3);
+    }
 }

@@ -9,6 +9,12 @@
 //! revoke, offsets acknowledged by the store and not yet committed are
 //! committed; offsets of partitions no longer assigned are never committed.
 //! Consumer lag (high watermark minus the next offset to read) is a metric.
+//!
+//! Messages deleted by the topic's retention before they were read (lag
+//! grew past retention, or kaudit was down longer than it) are not a silent
+//! jump: the first message after a gap is checked against the partition's
+//! low watermark, and what was deleted unread becomes an
+//! `audit-events-lost` finding.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,7 +28,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{oneshot, watch};
 
-use super::{Part, RawBatch, Readiness, Tx, Work};
+use super::{Lost, Part, RawBatch, Readiness, Tx, Work};
 use crate::config::{KafkaSource, resolve_secret};
 use crate::metrics::{Metrics, Partition};
 
@@ -113,12 +119,17 @@ struct Pending {
 struct Ctx {
     name: Arc<str>,
     pending: Arc<Pending>,
+    /// Bumped by every rebalance: what this consumer expected of its
+    /// partitions no longer holds.
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ClientContext for Ctx {}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Rebalance::Revoke(revoked) = rebalance {
             let mut tpl = TopicPartitionList::new();
             if let Ok(mut p) = self.pending.offsets.lock() {
@@ -158,10 +169,12 @@ pub async fn run(
 ) {
     let name: Arc<str> = name.into();
     let pending = Arc::new(Pending::default());
+    let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let consumer: StreamConsumer<Ctx> = match client_config(&name, &cfg).and_then(|c| {
         c.create_with_context(Ctx {
             name: name.clone(),
             pending: pending.clone(),
+            generation: generation.clone(),
         })
         .map_err(|e| format!("source {name}: {e}"))
     }) {
@@ -183,6 +196,9 @@ pub async fn run(
         Err("waiting for the first message or assignment".into()),
     );
     let mut next: HashMap<(String, i32), i64> = HashMap::new();
+    let mut gaps = Gaps::default();
+    // Partitions with a lag gauge: removed when no longer assigned here.
+    let mut lagging: std::collections::BTreeSet<(String, i32)> = Default::default();
     let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
     let mut last_lag = std::time::Instant::now();
     loop {
@@ -191,17 +207,29 @@ pub async fn run(
             m = consumer.recv() => m,
             _ = stop.changed() => break,
             _ = lag_tick.tick() => {
-                tokio::task::block_in_place(|| report_lag(&consumer, &name, &next, &metrics, &ready));
+                tokio::task::block_in_place(|| report_lag(&consumer, &name, &next, &metrics, &ready, &mut lagging));
                 last_lag = std::time::Instant::now();
                 continue;
             }
         };
         let mut parts = Vec::new();
+        let mut lost = Vec::new();
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        let take = |m: &rdkafka::message::BorrowedMessage<'_>,
-                    parts: &mut Vec<Part>,
-                    offsets: &mut BTreeMap<(String, i32), i64>| {
+        let gen_now = generation.load(std::sync::atomic::Ordering::Relaxed);
+        if gaps.generation != gen_now {
+            gaps = Gaps {
+                generation: gen_now,
+                ..Gaps::default()
+            };
+        }
+        let mut take = |m: &rdkafka::message::BorrowedMessage<'_>,
+                        parts: &mut Vec<Part>,
+                        offsets: &mut BTreeMap<(String, i32), i64>| {
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+            if let Some(l) = tokio::task::block_in_place(|| gaps.check(&consumer, &cfg, m)) {
+                tracing::error!(source = %name, partition = %l.what, from = %l.from, count = l.count, "messages deleted by retention before they were read");
+                lost.push(l);
+            }
             if let Some(p) = part(&cfg, m) {
                 parts.push(p);
             }
@@ -239,6 +267,7 @@ pub async fn run(
             checkpoints: Vec::new(),
             live: true,
             request_received: cfg.request_received,
+            lost,
             done: Some(done),
         };
         if tx.send(Work::Batch(batch)).await.is_err() {
@@ -255,7 +284,9 @@ pub async fn run(
         commit_pending(&consumer, &pending, &name);
         if last_lag.elapsed() >= Duration::from_secs(1) {
             // Watermarks are a round trip to the broker: off the async threads.
-            tokio::task::block_in_place(|| report_lag(&consumer, &name, &next, &metrics, &ready));
+            tokio::task::block_in_place(|| {
+                report_lag(&consumer, &name, &next, &metrics, &ready, &mut lagging)
+            });
             last_lag = std::time::Instant::now();
         }
     }
@@ -291,6 +322,70 @@ fn commit_pending(consumer: &StreamConsumer<Ctx>, pending: &Pending, name: &str)
     }
     if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
         tracing::warn!(source = %name, error = %e, "offset commit failed (the batch is stored; it may be read again)");
+    }
+}
+
+/// Where each partition's next message is expected, to tell a gap of
+/// deleted messages from one of transaction markers.
+#[derive(Default)]
+struct Gaps {
+    expected: HashMap<(String, i32), i64>,
+    /// The rebalance generation these expectations belong to.
+    generation: u64,
+}
+
+impl Gaps {
+    /// The messages lost before `m`, if any: the offset expected (after
+    /// the last message, or the group's committed offset for the first
+    /// message of an assignment) lies below the partition's low watermark.
+    fn check(
+        &mut self,
+        consumer: &StreamConsumer<Ctx>,
+        cfg: &KafkaSource,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+    ) -> Option<Lost> {
+        let key = (m.topic().to_owned(), m.partition());
+        let expected = match self.expected.insert(key, m.offset() + 1) {
+            Some(e) => e,
+            None => {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(m.topic(), m.partition());
+                let committed = consumer
+                    .committed_offsets(tpl, Duration::from_secs(2))
+                    .ok()?;
+                match committed.find_partition(m.topic(), m.partition())?.offset() {
+                    Offset::Offset(c) => c,
+                    _ => return None, // never committed: nothing was promised
+                }
+            }
+        };
+        if m.offset() <= expected {
+            return None;
+        }
+        let (low, _) = consumer
+            .fetch_watermarks(m.topic(), m.partition(), Duration::from_secs(2))
+            .ok()?;
+        if low <= expected {
+            return None; // transaction markers or compaction, not loss
+        }
+        Some(Lost {
+            cluster: fixed_cluster(cfg, m.topic()),
+            what: format!("{}/{}", m.topic(), m.partition()),
+            from: expected.to_string(),
+            count: (low.min(m.offset()) - expected) as u64,
+            unit: "messages",
+            reason: "the topic's retention deleted them before kaudit consumed them (kaudit was down or behind for longer than the retention)".into(),
+        })
+    }
+}
+
+/// The cluster of every message of `topic`, when the config says it
+/// without looking at the message.
+fn fixed_cluster(cfg: &KafkaSource, topic: &str) -> Option<String> {
+    match cfg.cluster_from.as_deref() {
+        Some("topic") => Some(topic.to_owned()),
+        Some(c) => c.strip_prefix("fixed:").map(str::to_owned),
+        None => None,
     }
 }
 
@@ -336,13 +431,15 @@ fn part(cfg: &KafkaSource, m: &rdkafka::message::BorrowedMessage<'_>) -> Option<
 }
 
 /// Consumer lag per assigned partition: high watermark minus the next
-/// offset to read.
+/// offset to read (the group's committed offset before this process read
+/// anything of it); partitions assigned elsewhere lose their gauge.
 fn report_lag(
     consumer: &StreamConsumer<Ctx>,
     name: &str,
     next: &HashMap<(String, i32), i64>,
     metrics: &Metrics,
     ready: &Readiness,
+    lagging: &mut std::collections::BTreeSet<(String, i32)>,
 ) {
     let Ok(assigned) = consumer.assignment() else {
         return;
@@ -350,23 +447,51 @@ fn report_lag(
     if assigned.count() > 0 {
         ready.set(name, Ok(()));
     }
-    for e in assigned.elements() {
-        let Ok((_, high)) =
-            consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_millis(500))
+    let label = |(topic, partition): &(String, i32)| Partition {
+        source: name.to_owned(),
+        topic: topic.clone(),
+        partition: partition.to_string(),
+    };
+    let now: std::collections::BTreeSet<(String, i32)> = assigned
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect();
+    for gone in lagging.difference(&now) {
+        metrics.consumer_lag.remove(&label(gone));
+    }
+    lagging.clone_from(&now);
+    // Where this process has not read yet, the group's committed offsets.
+    let committed = if now.iter().any(|k| !next.contains_key(k)) {
+        consumer
+            .committed(Duration::from_millis(500))
+            .ok()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                        _ => None,
+                    })
+                    .collect::<HashMap<_, _>>()
+            })
+            .unwrap_or_default()
+    } else {
+        HashMap::new()
+    };
+    for key in &now {
+        let Ok((low, high)) = consumer.fetch_watermarks(&key.0, key.1, Duration::from_millis(500))
         else {
             continue;
         };
         let at = next
-            .get(&(e.topic().to_owned(), e.partition()))
+            .get(key)
+            .or_else(|| committed.get(key))
             .copied()
-            .unwrap_or(0);
+            .unwrap_or(low);
         metrics
             .consumer_lag
-            .get_or_create(&Partition {
-                source: name.to_owned(),
-                topic: e.topic().to_owned(),
-                partition: e.partition().to_string(),
-            })
+            .get_or_create(&label(key))
             .set((high - at).max(0));
     }
 }

@@ -32,8 +32,28 @@ pub struct RawBatch {
     pub live: bool,
     /// Evaluate RequestReceived events (set by the daemon per source).
     pub request_received: bool,
+    /// Input the source knows was lost before it could be read (a Kafka
+    /// partition's retention deleted unread messages, a file truncated
+    /// before its end was read): each becomes an `audit-events-lost`
+    /// finding.
+    pub lost: Vec<Lost>,
     /// Told once the batch is committed.
     pub done: Option<oneshot::Sender<Committed>>,
+}
+
+/// A stretch of input lost before kaudit read it.
+#[derive(Debug, Clone)]
+pub struct Lost {
+    /// The cluster, when the source knows it.
+    pub cluster: Option<String>,
+    /// Where: a file, a `topic/partition`.
+    pub what: String,
+    /// The first position lost (an offset).
+    pub from: String,
+    pub count: u64,
+    /// What `count` counts: `bytes`, `messages`.
+    pub unit: &'static str,
+    pub reason: String,
 }
 
 /// One input of a batch.
@@ -55,6 +75,7 @@ impl RawBatch {
             checkpoints: Vec::new(),
             live: true,
             request_received: false,
+            lost: Vec::new(),
             done: None,
         }
     }
@@ -73,8 +94,16 @@ pub type Tx = mpsc::Sender<Work>;
 /// What the pipeline thread is asked to do.
 pub enum Work {
     Batch(RawBatch),
-    /// Replace the rules (SIGHUP); detector state is kept.
-    Reload(Arc<crate::detect::RuleSet>),
+    /// A configuration reload (SIGHUP): rules, detector settings, alert
+    /// routing and stream settings are replaced between two batches;
+    /// detector state is kept.
+    Reload(Box<Reload>),
+}
+
+/// What a reload replaces.
+pub struct Reload {
+    pub config: Arc<crate::config::Config>,
+    pub rules: Arc<crate::detect::RuleSet>,
 }
 
 /// Shared readiness of the sources, for /readyz.

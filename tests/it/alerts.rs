@@ -1081,3 +1081,80 @@ print(json.dumps({"subject": m["subject"], "parts": parts}))
         "{html}"
     );
 }
+
+/// SIGHUP reloads the alert configuration with the rest: a sink added by a
+/// reload receives the findings made after it (each once), a change to
+/// `sources` is reported and waits for a restart, and nothing read is lost.
+#[test]
+fn sighup_adds_an_alert_sink_and_reports_what_needs_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    let hook = free_port();
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    let write_cfg = |poll: u32, alerts: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "cluster: prod\nstorage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: {poll}}}]\n{alerts}",
+                path_str(&db),
+                path_str(&log)
+            ),
+        )
+        .unwrap();
+    };
+    write_cfg(50, "");
+    std::fs::write(&log, format!("{}\n", exec_line("before-reload"))).unwrap();
+    let receiver = Receiver::start(hook, 0);
+    let d = Daemon::start(&cfg, ops);
+    wait("the first finding", || {
+        super::daemon::exec_counts(&db).len() == 1
+    });
+    write_cfg(
+        60,
+        &format!(
+            "alerts: {{sinks: [{{name: siem, type: webhook, url: \"http://127.0.0.1:{hook}/\"}}]}}\n"
+        ),
+    );
+    Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    wait("the reload", || {
+        d.get("/metrics")
+            .is_some_and(|(_, m)| m.contains("kaudit_config_reloads_total{outcome=\"ok\"} 1"))
+    });
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(f, "{}", exec_line("after-reload")).unwrap();
+    let bodies = || -> Vec<serde_json::Value> {
+        receiver
+            .seen()
+            .iter()
+            .map(|s| serde_json::from_str(&s.body).unwrap())
+            .collect()
+    };
+    wait("the alert", || {
+        bodies().iter().any(|b| b["rule_id"] == "pod-exec")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let all = bodies();
+    // Only what was found after the reload, each once.
+    assert!(
+        all.iter().all(|b| b["audit_id"] == "after-reload"),
+        "{all:?}"
+    );
+    assert_eq!(
+        all.iter().filter(|b| b["rule_id"] == "pod-exec").count(),
+        1,
+        "{all:?}"
+    );
+    assert!(receiver.delivered().values().all(|n| *n == 1));
+    let log_text = d.stop();
+    assert!(
+        log_text.contains("section=\"sources\"") || log_text.contains("section=sources"),
+        "{log_text}"
+    );
+    assert_eq!(super::daemon::exec_counts(&db).len(), 2);
+}

@@ -336,6 +336,24 @@ impl TokenDetector {
         serde_json::to_vec(&snap).ok()
     }
 
+    /// Takes new settings (a configuration reload) and keeps what was
+    /// learned, under the new limits.
+    ///
+    /// # Errors
+    /// When the new settings are unusable; the running ones stay.
+    pub fn reconfigure(&mut self, cfg: &Config) -> Result<(), String> {
+        let mut next = TokenDetector::new(cfg)?;
+        next.lists = std::mem::take(&mut self.lists);
+        next.lost = self.lost;
+        self.dirty = true;
+        if let Some(snap) = self.take_snapshot() {
+            next.restore(&snap)?;
+        }
+        next.dirty = true;
+        *self = next;
+        Ok(())
+    }
+
     /// Restores stored state. A snapshot this version cannot read is
     /// reported and ignored: detection starts afresh rather than not at all.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
