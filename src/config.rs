@@ -73,6 +73,47 @@ pub struct Config {
     /// Health of the audit stream (silence detection).
     #[serde(default)]
     pub stream: StreamConfig,
+    /// Size caps of the decoder (`kaudit run`; `scan` has flags).
+    #[serde(default)]
+    pub decode: DecodeConfig,
+}
+
+/// The decoder's size caps (DESIGN.md, "Size").
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeConfig {
+    /// One audit event; a larger one is quarantined (`oversized-event`).
+    #[serde(default = "default_event_bytes")]
+    pub max_event_bytes: usize,
+    /// One line or top-level value that may hold a whole envelope.
+    #[serde(default = "default_document_bytes")]
+    pub max_document_bytes: usize,
+}
+
+fn default_event_bytes() -> usize {
+    crate::decode::Limits::default().max_event_bytes
+}
+
+fn default_document_bytes() -> usize {
+    crate::decode::Limits::default().max_document_bytes
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig {
+            max_event_bytes: default_event_bytes(),
+            max_document_bytes: default_document_bytes(),
+        }
+    }
+}
+
+impl DecodeConfig {
+    pub fn limits(&self) -> crate::decode::Limits {
+        crate::decode::Limits {
+            max_event_bytes: self.max_event_bytes,
+            max_document_bytes: self.max_document_bytes,
+        }
+    }
 }
 
 /// Where findings are kept.
@@ -283,6 +324,13 @@ impl Config {
         }
         if t.forbidden_burst.count > 10_000 {
             problems.push("detection.token.forbidden_burst.count must be at most 10000".to_owned());
+        }
+        let d = &self.decode;
+        if d.max_event_bytes < 1024 || d.max_document_bytes < d.max_event_bytes || d.max_document_bytes > 1 << 30 {
+            problems.push(
+                "decode: max_event_bytes must be at least 1024, and max_document_bytes at least max_event_bytes and at most 1 GiB"
+                    .to_owned(),
+            );
         }
         if t.max_entries < 16 || t.max_clusters < 1 {
             problems.push(

@@ -33,6 +33,18 @@ pub fn rfc3339_to_unix(s: &str) -> Option<i64> {
         .map(|t| t.unix_timestamp())
 }
 
+/// Parses an RFC 3339 timestamp to Unix seconds with its fraction.
+pub fn rfc3339_to_unix_f64(s: &str) -> Option<f64> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp_nanos() as f64 / 1e9)
+}
+
+/// The current time in Unix seconds with its fraction.
+pub fn now_f64() -> f64 {
+    OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9
+}
+
 /// Formats Unix seconds as RFC 3339 (UTC).
 pub fn unix_to_rfc3339(secs: i64) -> String {
     OffsetDateTime::from_unix_timestamp(secs)

@@ -263,6 +263,15 @@ impl Deliverer {
             ),
             Err(e) => tracing::warn!(error = %e, "cannot dead-letter alerts of removed sinks"),
         }
+        // Claims of an earlier kaudit on this host that crashed: taken back
+        // now rather than after the lease.
+        match store.outbox_release_dead_claims(crate::timespec::now()) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(alerts = n, "claims of a process that is gone taken back"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take back the claims of a process that is gone")
+            }
+        }
         drop(store);
         let mut threads = Vec::new();
         for (name, sink) in self.sinks {

@@ -106,6 +106,20 @@ impl WebhookSink {
     }
 }
 
+/// `Retry-After` in seconds from `now`: delay-seconds or an HTTP-date
+/// (RFC 9110 §10.2.3); a date in the past is 0.
+pub fn retry_after(value: &str, now: std::time::SystemTime) -> Option<i64> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<i64>() {
+        return Some(secs.max(0));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(now)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+    )
+}
+
 /// What an HTTP answer (or its absence) means for a delivery: 2xx
 /// delivered; 429, 408 and 5xx later (after Retry-After when given);
 /// another status rejected for good; no answer later.
@@ -118,7 +132,7 @@ pub fn classify(r: reqwest::Result<reqwest::blocking::Response>) -> Outcome {
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<i64>().ok());
+                .and_then(|v| retry_after(v, std::time::SystemTime::now()));
             if status == 429 || status == 408 || status >= 500 {
                 Outcome::Retry {
                     error: format!("HTTP {status}"),
@@ -158,6 +172,17 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        assert_eq!(retry_after("120", now), Some(120));
+        assert_eq!(retry_after(" 5 ", now), Some(5));
+        assert_eq!(retry_after("-3", now), Some(0));
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:51:37 GMT", now), Some(120));
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(0));
+        assert_eq!(retry_after("soon", now), None);
+    }
 
     /// RFC 4231 test case 2 shape: a known HMAC-SHA256 value.
     #[test]

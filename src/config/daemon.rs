@@ -195,9 +195,11 @@ pub struct KafkaSource {
     /// librdkafka's session timeout (ms); tests shorten it.
     #[serde(default)]
     pub session_timeout_ms: Option<u32>,
-    /// Further librdkafka properties, passed as they are.
+    /// Further librdkafka properties. A value written `env:NAME` or
+    /// `file:PATH` is read from there (for `ssl.key.password` and the
+    /// like); values are never printed.
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: BTreeMap<String, Secret>,
 }
 
 impl KafkaSource {

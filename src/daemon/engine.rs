@@ -70,7 +70,9 @@ struct DaemonOutput<'a> {
     live: bool,
     now: i64,
     events: u64,
-    latencies: Vec<f64>,
+    /// When the batch's events were received by the API server (Unix
+    /// seconds, a sample): their latency is measured at the commit.
+    received: Vec<f64>,
     new_findings: u64,
 }
 
@@ -128,13 +130,13 @@ impl Output for DaemonOutput<'_> {
         if self.live {
             self.watch.saw(cluster, self.now);
         }
-        if let Some(t) = ev
-            .request_received_timestamp
-            .as_deref()
-            .and_then(crate::timespec::rfc3339_to_unix)
-            && self.latencies.len() < 10_000
+        if self.received.len() < 1_000
+            && let Some(t) = ev
+                .request_received_timestamp
+                .as_deref()
+                .and_then(crate::timespec::rfc3339_to_unix_f64)
         {
-            self.latencies.push((self.now - t).max(0) as f64);
+            self.received.push(t);
         }
     }
 }
@@ -270,6 +272,7 @@ impl Engine {
         self.pipeline
             .set_alerts((!config.alerts.sinks.is_empty()).then(|| Arc::new(config.alerts.clone())));
         self.watch.set_after(config.stream.silence_after);
+        self.limits = config.decode.limits();
         self.config = config;
         tracing::info!("configuration reloaded");
     }
@@ -286,7 +289,7 @@ impl Engine {
             live: b.live,
             now,
             events: 0,
-            latencies: Vec::new(),
+            received: Vec::new(),
             new_findings: 0,
         };
         for part in &b.parts {
@@ -332,10 +335,11 @@ impl Engine {
             events: out.events,
             new_findings: out.new_findings,
         };
-        let latencies = std::mem::take(&mut out.latencies);
+        let received = std::mem::take(&mut out.received);
         if ok {
-            for l in latencies {
-                self.metrics.latency.observe(l);
+            let committed_at = crate::timespec::now_f64();
+            for t in received {
+                self.metrics.latency.observe((committed_at - t).max(0.0));
             }
             let mut b = b;
             if let Some(done) = b.done.take() {

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, SourceConfig};
-use crate::decode::Limits;
 use crate::detect::Detector;
 use crate::detect::token::TokenDetector;
 use crate::metrics::Metrics;
@@ -238,7 +237,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         metrics: metrics.clone(),
         health: health.clone(),
         watch: silence::StreamWatch::new(config.stream.silence_after),
-        limits: Limits::default(),
+        limits: config.decode.limits(),
         stop: stop.clone(),
         alive: alive.clone(),
         notifier: if config.alerts.sinks.is_empty() {
@@ -294,7 +293,8 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
                     stop.clone(),
                     readiness.clone(),
                     positions,
-                );
+                )
+                .with_max_line(config.decode.max_event_bytes);
                 threads.push(
                     std::thread::Builder::new()
                         .name(format!("kaudit-file-{i}"))

@@ -47,8 +47,9 @@ use crate::store::SourceCheckpoint;
 
 /// Read about this much of one file per batch.
 const CHUNK: usize = 1 << 20;
-/// A line longer than this (the default event size cap) is passed on as it
-/// is, for the decoder to report.
+/// A line longer than this (the default event size cap; see
+/// [`FileTailer::with_max_line`]) is passed on as it is, for the decoder
+/// to report.
 const MAX_LINE: usize = 8 << 20;
 /// The fingerprint covers the first line, or this many bytes of a longer
 /// one. A file with less than this and no line end yet is not read until
@@ -149,6 +150,8 @@ pub struct FileTailer {
     /// Compressed files read to their end, or broken: looked at again only
     /// when they change.
     gz_done: HashMap<Inode, Stamp>,
+    /// Lines up to this long are read whole (the event size cap).
+    max_line: usize,
 }
 
 impl FileTailer {
@@ -174,7 +177,15 @@ impl FileTailer {
             tracked: HashMap::new(),
             keys: HashMap::new(),
             gz_done: HashMap::new(),
+            max_line: MAX_LINE,
         }
+    }
+
+    /// Reads lines up to `max` bytes whole (the decoder's event cap).
+    #[must_use]
+    pub fn with_max_line(mut self, max: usize) -> Self {
+        self.max_line = max.max(HEAD);
+        self
     }
 
     /// Follows the files until `stop` is set or the pipeline goes away.
@@ -351,13 +362,13 @@ impl FileTailer {
             return Ok(false);
         }
         let mut buf = Vec::with_capacity(CHUNK);
-        if let Err(e) = fill(&mut t.file, &mut buf) {
+        if let Err(e) = fill(&mut t.file, &mut buf, self.max_line) {
             tracing::warn!(source = %self.name, path = %t.path.display(), error = %e, "read failed");
             return Ok(false);
         }
         let end = match memchr::memrchr(b'\n', &buf) {
             Some(i) => i + 1,
-            None if buf.len() > MAX_LINE => buf.len(),
+            None if buf.len() > self.max_line => buf.len(),
             None => return Ok(false),
         };
         buf.truncate(end);
@@ -407,7 +418,7 @@ impl FileTailer {
             }
             // Cut short (still being written, or corrupt): the complete
             // lines decoded so far are read, the rest waits for a change.
-            let (eof, error) = match fill(&mut dec, &mut buf) {
+            let (eof, error) = match fill(&mut dec, &mut buf, self.max_line) {
                 Ok(eof) => (eof, None),
                 Err(e) => (false, Some(e)),
             };
@@ -502,12 +513,12 @@ fn is_gz(path: &Path) -> bool {
 }
 
 /// Reads from `r`, appending to `buf`, until `buf` holds a line end and at
-/// least [`CHUNK`] bytes, holds more than [`MAX_LINE`] bytes, or the input
+/// least [`CHUNK`] bytes, holds more than `max_line` bytes, or the input
 /// ends (true).
-fn fill(r: &mut impl Read, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+fn fill(r: &mut impl Read, buf: &mut Vec<u8>, max_line: usize) -> std::io::Result<bool> {
     let mut newline = memchr::memchr(b'\n', buf).is_some();
     loop {
-        if (newline && buf.len() >= CHUNK) || buf.len() > MAX_LINE {
+        if (newline && buf.len() >= CHUNK) || buf.len() > max_line {
             return Ok(false);
         }
         let before = buf.len();
@@ -640,7 +651,7 @@ mod tests {
         let (mut total, mut fills) = (0, 0);
         loop {
             let mut buf = Vec::new();
-            let eof = fill(&mut r, &mut buf).unwrap();
+            let eof = fill(&mut r, &mut buf, MAX_LINE).unwrap();
             fills += 1;
             total += buf.len();
             if eof {

@@ -104,7 +104,16 @@ pub fn client_config(name: &str, cfg: &KafkaSource) -> Result<ClientConfig, Stri
         c.set("ssl.ca.location", ca.display().to_string());
     }
     for (k, v) in &cfg.properties {
-        c.set(k, v);
+        let what = format!("source {name}: properties.{k}");
+        let v = v.expose();
+        let value = if let Some(var) = v.strip_prefix("env:") {
+            resolve_secret(&what, None, Some(var), None)?
+        } else if let Some(path) = v.strip_prefix("file:") {
+            resolve_secret(&what, None, None, Some(std::path::Path::new(path)))?
+        } else {
+            None
+        };
+        c.set(k, value.as_ref().map_or(v, |s| s.expose()));
     }
     Ok(c)
 }
@@ -567,6 +576,27 @@ mod tests {
             get(&hubs, "sasl.password")
                 .unwrap()
                 .starts_with("Endpoint=sb://")
+        );
+
+        // Properties: as written, or from a file or the environment.
+        std::fs::write(dir.path().join("keypw"), "k3y-pw\n").unwrap();
+        let props = source(&format!(
+            "{{brokers: b:9092, topic: t, group_id: g, properties: {{ssl.key.password: \"file:{}\", fetch.min.bytes: \"1\"}}}}",
+            dir.path().join("keypw").display()
+        ));
+        assert!(!format!("{props:?}").contains("k3y-pw"));
+        let c = client_config("k", &props).unwrap();
+        assert_eq!(get(&c, "ssl.key.password").as_deref(), Some("k3y-pw"));
+        assert_eq!(get(&c, "fetch.min.bytes").as_deref(), Some("1"));
+        let missing = client_config(
+            "k",
+            &source("{brokers: b:9092, topic: t, group_id: g, properties: {sasl.password: \"env:KAUDIT_TEST_UNSET_VAR\"}}"),
+        )
+        .unwrap_err();
+        assert!(
+            missing.contains("properties.sasl.password")
+                && missing.contains("KAUDIT_TEST_UNSET_VAR"),
+            "{missing}"
         );
 
         let bad = client_config(

@@ -228,7 +228,40 @@ fn retry_after(status: StatusCode, secs: u32, body: &str) -> Response<Full<Bytes
     r
 }
 
+/// Answers one request. Firehose requires its JSON reply (`requestId`,
+/// `timestamp`, `errorMessage`) on every answer, refusals included, or it
+/// treats the answer as a failure of the endpoint.
 async fn handle(
+    s: &Shared,
+    subject: Option<&str>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let Some(id) = header(&req, "x-amz-firehose-request-id") else {
+        return answer(s, subject, req).await;
+    };
+    let r = answer(s, subject, req).await;
+    let json = r
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let text = body
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_owned())
+        .unwrap_or_default();
+    let mut out = firehose_reply(&id, parts.status, Some(&text));
+    if let Some(v) = parts.headers.get(hyper::header::RETRY_AFTER) {
+        out.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, v.clone());
+    }
+    out
+}
+
+async fn answer(
     s: &Shared,
     subject: Option<&str>,
     req: Request<Incoming>,

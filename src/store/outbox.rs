@@ -136,16 +136,47 @@ impl Store {
         {
             let mut u = tx
                 .prepare_cached(
-                    "UPDATE alert_outbox SET lease_until = ?3 WHERE finding_id = ?1 AND sink = ?2",
+                    "UPDATE alert_outbox SET lease_until = ?3, lease_owner = ?4 WHERE finding_id = ?1 AND sink = ?2",
                 )
                 .map_err(sql("claim alerts"))?;
             for i in &items {
-                u.execute(params![i.finding_id, i.sink, until])
+                u.execute(params![i.finding_id, i.sink, until, instance()])
                     .map_err(sql("claim alerts"))?;
             }
         }
         tx.commit().map_err(sql("claim alerts"))?;
         Ok(items)
+    }
+
+    /// Gives back the claims of processes on this host that are gone (a
+    /// crash, kill -9): without this, their alerts would wait for the lease
+    /// to run out. Claims of other hosts' processes are left to expire.
+    /// Returns how many were given back.
+    pub fn outbox_release_dead_claims(&self, now: i64) -> Result<usize, Error> {
+        let owners: Vec<String> = {
+            let mut q = self
+                .conn
+                .prepare_cached(
+                    "SELECT DISTINCT lease_owner FROM alert_outbox WHERE lease_until > ?1 AND lease_owner != ''",
+                )
+                .map_err(sql("read the outbox"))?;
+            let rows = q
+                .query_map(params![now], |r| r.get(0))
+                .map_err(sql("read the outbox"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(sql("read the outbox"))?
+        };
+        let mut n = 0;
+        for owner in owners.iter().filter(|o| owner_is_gone(o)) {
+            n += self
+                .conn
+                .execute(
+                    "UPDATE alert_outbox SET lease_until = 0, lease_owner = '' WHERE lease_owner = ?1",
+                    params![owner],
+                )
+                .map_err(sql("release dead claims"))?;
+        }
+        Ok(n)
     }
 
     /// Gives back a claim that was not used (a throttled pass).
@@ -257,10 +288,67 @@ impl Store {
     }
 }
 
+/// This process, as a claim owner: `HOST:PID:START` (START is the process
+/// start time in clock ticks since boot, so a later process that reuses
+/// the pid, as PID 1 in a restarted container does, is another owner).
+pub fn instance() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let pid = std::process::id();
+        format!("{}:{pid}:{}", hostname(), start_ticks(pid).unwrap_or(0))
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Field 22 of `/proc/PID/stat`: when the process started.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process that wrote `owner` is known to be gone: it ran on
+/// this host and no process with its pid and start time runs now.
+fn owner_is_gone(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, ':');
+    let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let (Ok(start), Ok(pid)) = (start.parse::<u64>(), pid.parse::<u32>()) else {
+        return false;
+    };
+    if owner == instance() || host != hostname() {
+        return false;
+    }
+    start_ticks(pid) != Some(start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
     use super::super::{Batch, Inserted};
+    use super::{instance, owner_is_gone};
+
+    #[test]
+    fn claims_of_a_dead_process_on_this_host_are_taken_back() {
+        assert!(!owner_is_gone(instance()), "this process is alive");
+        let me = instance();
+        let (host, rest) = me.split_once(':').unwrap();
+        let pid = rest.split(':').next().unwrap();
+        // This pid, another start: an earlier process that reused the pid.
+        assert!(owner_is_gone(&format!("{host}:{pid}:1")));
+        // A pid that runs no process.
+        assert!(owner_is_gone(&format!("{host}:4194303:5")));
+        // Another host's process: not ours to judge.
+        assert!(!owner_is_gone(&format!("elsewhere-{host}:4194303:5")));
+        assert!(!owner_is_gone("garbage"));
+    }
 
     #[test]
     fn new_findings_enter_the_outbox_once() {

@@ -151,6 +151,11 @@ ALTER TABLE alert_outbox ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE alert_outbox ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 6: who holds a claim (host, pid and process start), so that a process
+    // restarted after a crash takes back its predecessor's claims at once.
+    r#"
+ALTER TABLE alert_outbox ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 /// The schema version this kaudit writes.

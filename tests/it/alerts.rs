@@ -216,9 +216,10 @@ alerts:
     let ops = free_port();
     write_cfg(ops);
     let d = Daemon::start(&cfg, ops);
-    wait("the two after the restart", || {
-        receiver.delivered().len() == 2
-    });
+    d.wait_for(
+        || receiver.delivered().len() == 2,
+        "the two after the restart",
+    );
     std::thread::sleep(Duration::from_millis(500));
     let (_, metrics) = d.get("/metrics").unwrap();
     assert!(
@@ -1157,4 +1158,53 @@ fn sighup_adds_an_alert_sink_and_reports_what_needs_a_restart() {
         "{log_text}"
     );
     assert_eq!(super::daemon::exec_counts(&db).len(), 2);
+}
+
+/// kill -9 while an alert is being sent (claimed, not recorded): the next
+/// process on this host takes the claim back at once instead of waiting
+/// for the lease, and resends with the same Idempotency-Key.
+#[test]
+fn a_crash_while_sending_is_resent_at_once_after_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    let cfg = dir.join("kaudit.yaml");
+    let write_cfg = |ops: u16, hook: u16| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "storage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\nalerts: {{sinks: [{{name: siem, type: webhook, url: \"http://127.0.0.1:{hook}/\", timeout_ms: 20000, include: {{rules: [pod-exec]}}}}]}}\n",
+                path_str(&db),
+                path_str(&log)
+            ),
+        )
+        .unwrap();
+    };
+    // A receiver that takes 20 s to answer: the send is in flight.
+    let hook = free_port();
+    let slow = Receiver::start_full(hook, 0, 503, "", 20_000);
+    let ops = free_port();
+    write_cfg(ops, hook);
+    std::fs::write(&log, format!("{}\n", exec_line("inflight"))).unwrap();
+    let d = Daemon::start(&cfg, ops);
+    d.wait_for(|| !slow.seen().is_empty(), "the send in flight");
+    d.kill();
+    // The receiver is reached at a new address after the restart (the slow
+    // one still sits in its answer).
+    let hook = free_port();
+    let receiver = Receiver::start(hook, 0);
+    let ops = free_port();
+    write_cfg(ops, hook);
+    let d = Daemon::start(&cfg, ops);
+    // Within wait_for's 30 s, far less than the 300 s lease.
+    d.wait_for(|| receiver.delivered().len() == 1, "the resend");
+    let log_text = d.stop();
+    assert!(log_text.contains("taken back"), "{log_text}");
+    assert_eq!(receiver.seen().len(), 1);
+    // The same alert as the send cut short.
+    assert_eq!(
+        receiver.seen()[0].headers["idempotency-key"],
+        slow.seen()[0].headers["idempotency-key"]
+    );
 }

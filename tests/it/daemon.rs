@@ -732,6 +732,18 @@ sources:
     assert_eq!(r.status(), 401);
     let r = post("fh-key", "wrong");
     assert_eq!(r.status(), 401);
+    // Every answer to Firehose is its JSON, refusals included.
+    let r = plain_client
+        .post(format!("http://127.0.0.1:{plain}/elsewhere"))
+        .header("X-Amz-Firehose-Request-Id", "req-0")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let reply: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
+    assert_eq!(reply["requestId"], "req-0");
+    assert!(reply["timestamp"].as_u64().is_some());
+    assert_eq!(reply["errorMessage"], "no such path");
     let r = post("fh-key", "s3cret-token");
     assert_eq!(r.status(), 200);
     let reply: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
