@@ -326,7 +326,10 @@ impl Config {
             problems.push("detection.token.forbidden_burst.count must be at most 10000".to_owned());
         }
         let d = &self.decode;
-        if d.max_event_bytes < 1024 || d.max_document_bytes < d.max_event_bytes || d.max_document_bytes > 1 << 30 {
+        if d.max_event_bytes < 1024
+            || d.max_document_bytes < d.max_event_bytes
+            || d.max_document_bytes > 1 << 30
+        {
             problems.push(
                 "decode: max_event_bytes must be at least 1024, and max_document_bytes at least max_event_bytes and at most 1 GiB"
                     .to_owned(),

@@ -374,18 +374,27 @@ impl Gaps {
         let (low, _) = consumer
             .fetch_watermarks(m.topic(), m.partition(), Duration::from_secs(2))
             .ok()?;
-        if low <= expected {
-            return None; // transaction markers or compaction, not loss
-        }
+        let count = deleted_unread(expected, m.offset(), low)?;
         Some(Lost {
             cluster: fixed_cluster(cfg, m.topic()),
             what: format!("{}/{}", m.topic(), m.partition()),
             from: expected.to_string(),
-            count: (low.min(m.offset()) - expected) as u64,
+            count,
             unit: "messages",
             reason: "the topic's retention deleted them before kaudit consumed them (kaudit was down or behind for longer than the retention)".into(),
         })
     }
+}
+
+/// How many messages between `expected` (the next offset this consumer
+/// should have read) and `got` (the offset it read) were deleted unread,
+/// given the partition's low watermark `low`. A gap above the low
+/// watermark is transaction markers or compaction, not loss.
+fn deleted_unread(expected: i64, got: i64, low: i64) -> Option<u64> {
+    if got <= expected || low <= expected {
+        return None;
+    }
+    u64::try_from(low.min(got) - expected).ok()
 }
 
 /// The cluster of every message of `topic`, when the config says it
@@ -519,6 +528,21 @@ mod tests {
 
     /// What cannot be exercised against the test broker is checked here:
     /// the exact librdkafka settings each security setup produces.
+    #[test]
+    fn only_a_gap_below_the_low_watermark_is_loss() {
+        // Retention deleted 10..20; the consumer expected 10 and got 20.
+        assert_eq!(deleted_unread(10, 20, 20), Some(10));
+        // Deleted up to 25 while the consumer was reset to 20 before.
+        assert_eq!(deleted_unread(10, 30, 25), Some(15));
+        // A transaction marker at 10: the next message is 11, nothing lost.
+        assert_eq!(deleted_unread(10, 11, 0), None);
+        // A compacted-away stretch above the low watermark.
+        assert_eq!(deleted_unread(10, 50, 3), None);
+        // No gap.
+        assert_eq!(deleted_unread(10, 10, 20), None);
+        assert_eq!(deleted_unread(10, 9, 20), None);
+    }
+
     #[test]
     fn security_settings() {
         let plain =
