@@ -93,13 +93,15 @@ fn route(ops: &Ops, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     .unwrap_or_else(|| "not writable".into());
                 problems.push(format!("store: {why}"));
             }
+            let mut fine = Vec::new();
             for (name, state) in ops.sources.all() {
-                if let Err(why) = state {
-                    problems.push(format!("source {name}: {why}"));
+                match state {
+                    Ok(()) => fine.push(format!("source {name}: ok")),
+                    Err(why) => problems.push(format!("source {name}: {why}")),
                 }
             }
             if problems.is_empty() {
-                text(StatusCode::OK, "ready\n".into())
+                text(StatusCode::OK, format!("ready\n{}\n", fine.join("\n")))
             } else {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -8,15 +8,18 @@
 //!   and checked again; when usable, rules, detector settings (networks,
 //!   identities, limits), alert sinks and routing, the default cluster and
 //!   the stream settings are replaced between two batches: no event is
-//!   lost, detector state is kept, alerts already queued stay queued. A
-//!   change to `sources`, `server` or `storage` is reported and takes
-//!   effect at the next restart.
+//!   lost, detector state is kept, alerts already queued stay queued.
+//!   Sources that were added, removed or changed (their settings, or the
+//!   certificates and secrets they read) are started, stopped or restarted
+//!   from their committed positions ([`sources`]). A change to `server` or
+//!   `storage` is reported and takes effect at the next restart.
 //!
 //! When every source has ended on its own (stdin at its end), the daemon
 //! stops too.
 
 pub mod engine;
 pub mod silence;
+pub mod sources;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -82,6 +85,7 @@ struct Reloader {
     extra_rules: Vec<PathBuf>,
     running: Arc<Config>,
     tx: crate::source::Tx,
+    sources: Arc<std::sync::Mutex<sources::Sources>>,
     delivery: Delivery,
     delivery_stop: Arc<AtomicBool>,
     deliverers: Vec<std::thread::JoinHandle<()>>,
@@ -124,6 +128,20 @@ impl Reloader {
         self.delivery_stop = fresh;
         self.deliverers.retain(|h| !h.is_finished());
         self.deliverers.extend(handles);
+        // Sources whose configuration (or certificate, or secret) changed
+        // are restarted; the others run on untouched.
+        let touched = match self.sources.lock() {
+            Ok(mut s) => s.reload(&reload.config),
+            Err(_) => Err("the sources are unavailable".to_owned()),
+        };
+        match touched {
+            Ok(lines) => {
+                for l in lines {
+                    tracing::info!(source = %l, "SIGHUP: source reloaded");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "SIGHUP: a source could not start"),
+        }
         self.running = reload.config.clone();
         // Between two batches of the pipeline thread.
         self.tx
@@ -133,8 +151,8 @@ impl Reloader {
 }
 
 /// Reads and checks the configuration again for a reload, as at start
-/// (rules, detector settings, alert sinks); what cannot change without a
-/// restart is reported.
+/// (rules, detector settings, alert sinks, sources); what cannot change
+/// without a restart (the server, the store) is reported.
 fn prepare_reload(
     path: &Path,
     extra_rules: &[PathBuf],
@@ -146,11 +164,18 @@ fn prepare_reload(
     if !config.alerts.sinks.is_empty() {
         crate::alert::Notifier::new(&config.alerts).map_err(DaemonError::Invalid)?;
     }
+    for (i, s) in config.sources.iter().enumerate() {
+        match s {
+            SourceConfig::Webhook(w) => {
+                crate::source::webhook::check(&s.name(i), w).map_err(DaemonError::Invalid)?;
+            }
+            SourceConfig::Kafka(k) => {
+                crate::source::kafka::client_config(&s.name(i), k).map_err(DaemonError::Invalid)?;
+            }
+            SourceConfig::File(_) | SourceConfig::Stdin(_) => {}
+        }
+    }
     for (section, changed) in [
-        (
-            "sources",
-            format!("{:?}", config.sources) != format!("{:?}", running.sources),
-        ),
         (
             "server",
             format!("{:?}", config.server) != format!("{:?}", running.server),
@@ -169,7 +194,6 @@ fn prepare_reload(
     }
     // The sections a reload cannot change stay as they run.
     let config = Config {
-        sources: running.sources.clone(),
         server: running.server.clone(),
         storage: running.storage.clone(),
         ..config
@@ -276,72 +300,24 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         .map_err(|e| DaemonError::Invalid(format!("server.listen {}: {e}", server_cfg.listen)))?;
     let server = runtime.spawn(crate::server::serve(listener, ops, stop_rx.clone()));
 
-    // The sources. Threads that read blocking input (files) are joined at
-    // shutdown; stdin's may sit in a read forever and is left behind.
-    let mut threads = Vec::new();
-    let mut stdin_thread = None;
-    let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
-    for (i, (source, positions)) in config.sources.iter().zip(positions).enumerate() {
-        let name = source.name(i);
-        readiness.set(&name, Err("starting".into()));
-        match source {
-            SourceConfig::File(f) => {
-                let tailer = crate::source::file::FileTailer::new(
-                    &name,
-                    f.clone(),
-                    tx.clone(),
-                    stop.clone(),
-                    readiness.clone(),
-                    positions,
-                )
-                .with_max_line(config.decode.max_event_bytes);
-                threads.push(
-                    std::thread::Builder::new()
-                        .name(format!("kaudit-file-{i}"))
-                        .spawn(move || tailer.run())?,
-                );
-            }
-            SourceConfig::Stdin(s) => {
-                let (s, tx, stop, ready) = (s.clone(), tx.clone(), stop.clone(), readiness.clone());
-                stdin_thread = Some(
-                    std::thread::Builder::new()
-                        .name("kaudit-stdin".into())
-                        .spawn(move || crate::source::stdin::run(&name, &s, tx, stop, ready))?,
-                );
-            }
-            SourceConfig::Webhook(w) => {
-                let (listener, tls, state) = runtime
-                    .block_on(crate::source::webhook::bind(
-                        &name,
-                        w.clone(),
-                        tx.clone(),
-                        metrics.clone(),
-                        health.clone(),
-                    ))
-                    .map_err(DaemonError::Invalid)?;
-                tasks.push(runtime.spawn(crate::source::webhook::serve(
-                    listener,
-                    tls,
-                    state,
-                    readiness.clone(),
-                    stop_rx.clone(),
-                )));
-            }
-            SourceConfig::Kafka(k) => {
-                // Settings are checked before starting (a missing secret is
-                // an error now, not a retry loop later).
-                crate::source::kafka::client_config(&name, k).map_err(DaemonError::Invalid)?;
-                tasks.push(runtime.spawn(crate::source::kafka::run(
-                    name,
-                    k.clone(),
-                    tx.clone(),
-                    metrics.clone(),
-                    readiness.clone(),
-                    stop_rx.clone(),
-                )));
-            }
-        }
-    }
+    // The sources, each with its own stop signal (a reload may restart
+    // one).
+    let sources = Arc::new(std::sync::Mutex::new(
+        sources::Sources::start_all(
+            sources::SourceEnv {
+                tx: tx.clone(),
+                metrics: metrics.clone(),
+                health: health.clone(),
+                readiness: readiness.clone(),
+                handle: runtime.handle().clone(),
+                db: storage.path.clone(),
+                max_line: config.decode.max_event_bytes,
+            },
+            &config,
+            positions,
+        )
+        .map_err(DaemonError::Invalid)?,
+    ));
     tracing::info!(sources = config.sources.len(), "kaudit run started");
 
     // Reloads are prepared on their own thread (reading files and building
@@ -353,6 +329,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
             extra_rules: extra_rules.to_vec(),
             running: config.clone(),
             tx: tx.clone(),
+            sources: sources.clone(),
             delivery,
             delivery_stop,
             deliverers,
@@ -376,7 +353,8 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
                 _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
                 _ = hup.recv() => { let _ = hup_tx.send(()); }
                 _ = check.tick() => {
-                    if threads.iter().chain(stdin_thread.iter()).all(|t| t.is_finished()) && tasks.is_empty() {
+                    // (Skipped while a reload holds the sources.)
+                    if sources.try_lock().is_ok_and(|s| s.all_ended()) {
                         tracing::info!("every source has ended: stopping");
                         break;
                     }
@@ -386,30 +364,28 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         Ok::<(), std::io::Error>(())
     })?;
 
-    // Stop intake, drain, commit.
+    // Stop intake, drain, commit. A reload under way ends first (the
+    // pipeline, told to stop, still takes what it sends).
     stop.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     drop(hup_tx);
-    for t in threads {
-        let _ = t.join();
-    }
-    if let Some(t) = stdin_thread
-        && t.is_finished()
-    {
-        let _ = t.join();
+    let delivery = reloader.join();
+    if let Ok(mut s) = sources.lock() {
+        s.signal_all();
+        s.join_threads();
     }
     let _ = engine_thread.join();
     // Alert delivery stops last: what the pipeline committed at the end may
     // still go out.
-    if let Ok((delivery_stop, deliverers)) = reloader.join() {
+    if let Ok((delivery_stop, deliverers)) = delivery {
         delivery_stop.store(true, Ordering::Relaxed);
         for d in deliverers {
             let _ = d.join();
         }
     }
     let _ = runtime.block_on(server);
-    for t in tasks {
-        let _ = runtime.block_on(t);
+    if let Ok(mut s) = sources.lock() {
+        s.join_tasks(&runtime);
     }
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     tracing::info!("kaudit run stopped");

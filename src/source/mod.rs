@@ -119,6 +119,13 @@ impl Readiness {
         }
     }
 
+    /// A source that no longer runs (removed by a reload).
+    pub fn remove(&self, source: &str) {
+        if let Ok(mut m) = self.sources.lock() {
+            m.remove(source);
+        }
+    }
+
     /// Every source's state; `Err` carries why it is not ready.
     pub fn all(&self) -> Vec<(String, Result<(), String>)> {
         self.sources

@@ -420,7 +420,12 @@ fn operations_endpoints_and_store_failure() {
     append(&log, &ids(0..5));
     let d = Daemon::start(&cfg, ops);
     wait_count(&d, &db, 5);
-    assert_eq!(d.get("/readyz").unwrap(), (200, "ready\n".to_owned()));
+    let (status, ready) = d.get("/readyz").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        ready.starts_with("ready\n") && ready.contains("source audit: ok"),
+        "{ready}"
+    );
     let (status, metrics) = d.get("/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(
@@ -875,4 +880,87 @@ fn sighup_reloads_rules_without_losing_events() {
     assert_eq!(custom()[0]["audit_id"], "after");
     let log_text = d.stop();
     assert!(log_text.contains("the running one stays"), "{log_text}");
+}
+
+/// SIGHUP with a new source list: an added webhook listens, a file source
+/// whose patterns changed is restarted from its committed offsets (nothing
+/// read twice), a removed source stops listening and leaves /readyz.
+#[test]
+fn sighup_starts_restarts_and_stops_sources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let ops = free_port();
+    let hook = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    let write = |patterns: &str, webhook: bool| {
+        let mut text = format!(
+            "cluster: prod\nstorage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources:\n  - {{type: file, name: audit, paths: [{patterns}], poll_ms: 50}}\n",
+            path_str(&db)
+        );
+        if webhook {
+            text += &format!(
+                "  - {{type: webhook, name: hook, listen: \"127.0.0.1:{hook}\", path: /audit, allow_anonymous: true}}\n"
+            );
+        }
+        std::fs::write(&cfg, text).unwrap();
+    };
+    let a = format!("\"{}/a*.log\"", path_str(&logs));
+    let ab = format!(
+        "\"{}/a*.log\", \"{}/b*.log\"",
+        path_str(&logs),
+        path_str(&logs)
+    );
+    write(&a, false);
+    append(&logs.join("a.log"), &ids(0..10));
+    append(&logs.join("b.log"), &ids(10..20));
+    let d = Daemon::start(&cfg, ops);
+    wait_count(&d, &db, 10);
+    let reloads = |n: u32| {
+        move |d: &Daemon| {
+            d.get("/metrics").is_some_and(|(_, m)| {
+                m.contains(&format!(
+                    "kaudit_config_reloads_total{{outcome=\"ok\"}} {n}"
+                ))
+            })
+        }
+    };
+
+    write(&ab, true);
+    signal(&d, "-HUP");
+    d.wait_for(|| reloads(1)(&d), "the first reload");
+    wait_count(&d, &db, 20);
+    let r = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{hook}/audit"))
+        .body(event_list(&ids(20..25)))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_count(&d, &db, 25);
+    let (_, ready) = d.get("/readyz").unwrap();
+    assert!(ready.contains("source hook: ok"), "{ready}");
+
+    write(&ab, false);
+    signal(&d, "-HUP");
+    d.wait_for(|| reloads(2)(&d), "the second reload");
+    d.wait_for(
+        || std::net::TcpStream::connect(("127.0.0.1", hook)).is_err(),
+        "the webhook to stop listening",
+    );
+    let (_, ready) = d.get("/readyz").unwrap();
+    assert!(!ready.contains("hook"), "{ready}");
+    append(&logs.join("a.log"), &ids(25..30));
+    wait_count(&d, &db, 30);
+    let log = d.stop();
+    assert!(log.contains("audit: restarted"), "{log}");
+    assert!(
+        log.contains("hook: started") && log.contains("hook: stopped"),
+        "{log}"
+    );
+    let counts = exec_counts(&db);
+    assert_eq!(counts.len(), 30);
+    assert!(counts.values().all(|n| *n == 1));
+    assert_eq!(coverage_events(&db), 30, "a line was read twice: {log}");
 }
