@@ -18,7 +18,6 @@ mod prefilter;
 mod ruleset;
 pub mod token;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::event::AuditEvent;
@@ -66,16 +65,22 @@ pub fn builtin_sources() -> Vec<RuleSource> {
         .collect()
 }
 
+/// Findings remembered for deduplication at most.
+const SEEN: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1 << 18).unwrap();
+
 /// Runs a rule set (and the token detectors) and suppresses repeats within
 /// its lifetime.
 pub struct Detector {
     rules: Arc<RuleSet>,
     token: Option<token::TokenDetector>,
     /// Findings already reported: id → fingerprint of the request that
-    /// produced it (24 bytes each: a scan of millions of findings stays
-    /// small). A repeat with the same fingerprint is another stage or a
-    /// redelivery; a different fingerprint is a reused auditID.
-    seen: HashMap<[u8; 16], u64>,
+    /// produced it. A repeat with the same fingerprint is another stage or
+    /// a redelivery; a different fingerprint is a reused auditID. Bounded
+    /// ([`SEEN`] most recent, about 64 bytes each): the stages of one
+    /// request arrive close together, and with a store a finding older
+    /// than that is still recognised there (unique on cluster, auditID and
+    /// rule), so a daemon's memory stays flat however long it runs.
+    seen: lru::LruCache<[u8; 16], u64>,
     /// The findings of the event being checked (kept to reuse its buffer).
     batch: Vec<Finding>,
 }
@@ -86,7 +91,7 @@ impl Detector {
         Detector {
             rules,
             token: None,
-            seen: HashMap::new(),
+            seen: lru::LruCache::new(SEEN),
             batch: Vec::new(),
         }
     }
@@ -129,18 +134,18 @@ impl Detector {
         if batch.len() > from_rules && from_rules > 0 {
             for id in supersede(&mut batch, from_rules) {
                 // Never reported later either (another stage of the request).
-                self.seen.insert(key(&id), fp);
+                self.seen.put(key(&id), fp);
             }
         }
         let seen = &mut self.seen;
         let mut reused = false;
         for mut f in batch.drain(..) {
-            match seen.get(&key(&f.id)) {
+            match seen.get(&key(&f.id)).copied() {
                 None => {
-                    seen.insert(key(&f.id), fp);
+                    seen.put(key(&f.id), fp);
                     found(f);
                 }
-                Some(&old) if old == fp => {}
+                Some(old) if old == fp => {}
                 Some(_) => {
                     // Another request under the same auditID: its findings are
                     // its own, tracked under the id plus its fingerprint.
@@ -149,7 +154,7 @@ impl Detector {
                     if let serde_json::Value::Object(d) = &mut f.details {
                         d.insert("original_audit_id".into(), ev.audit_id().into());
                     }
-                    if seen.insert(key(&f.id), fp).is_none() {
+                    if seen.put(key(&f.id), fp).is_none() {
                         reused = true;
                         found(f);
                     }
@@ -160,13 +165,13 @@ impl Detector {
         if reused {
             let alias = format!("{}#{fp:016x}", ev.audit_id());
             let f = pipeline::audit_id_reused(ev, &alias);
-            if seen.insert(key(&f.id), fp).is_none() {
+            if seen.put(key(&f.id), fp).is_none() {
                 found(f);
             }
         }
         if checked.body_unreadable {
             let f = pipeline::body_unreadable(ev);
-            if seen.insert(key(&f.id), fp).is_none() {
+            if seen.put(key(&f.id), fp).is_none() {
                 found(f);
             }
         }
@@ -174,7 +179,7 @@ impl Detector {
 
     /// Reports a finding made outside the rules (a pipeline problem), once.
     pub fn report(&mut self, f: Finding, found: &mut dyn FnMut(Finding)) {
-        if self.seen.insert(key(&f.id), 0).is_none() {
+        if self.seen.put(key(&f.id), 0).is_none() {
             found(f);
         }
     }
