@@ -64,6 +64,18 @@ pub struct FileSource {
     /// How often files are checked for growth and rotation.
     #[serde(default = "default_poll", deserialize_with = "millis")]
     pub poll_ms: u64,
+    /// A file truncated in place before it was read to its end: how long
+    /// its content may take to show up under a watched name (a copy
+    /// compressed after the truncation) before the loss is reported.
+    #[serde(
+        default = "default_copy_grace",
+        deserialize_with = "super::duration_de"
+    )]
+    pub copy_grace: i64,
+}
+
+fn default_copy_grace() -> i64 {
+    60
 }
 
 impl FileSource {

@@ -134,19 +134,23 @@ impl Reloader {
             Ok(mut s) => s.reload(&reload.config),
             Err(_) => Err("the sources are unavailable".to_owned()),
         };
-        match touched {
-            Ok(lines) => {
-                for l in lines {
-                    tracing::info!(source = %l, "SIGHUP: source reloaded");
-                }
+        if let Ok(lines) = &touched {
+            for l in lines {
+                tracing::info!(source = %l, "SIGHUP: source reloaded");
             }
-            Err(e) => tracing::error!(error = %e, "SIGHUP: a source could not start"),
         }
         self.running = reload.config.clone();
         // Between two batches of the pipeline thread.
         self.tx
             .blocking_send(Work::Reload(Box::new(reload)))
-            .map_err(|_| DaemonError::Invalid("the pipeline has stopped".into()))
+            .map_err(|_| DaemonError::Invalid("the pipeline has stopped".into()))?;
+        // The rest of the configuration is in use; the source that could not
+        // start stays down until a reload starts it (/readyz says why).
+        touched.map(|_| ()).map_err(|e| {
+            DaemonError::Invalid(format!(
+                "a source could not start and stays down until a reload starts it: {e}"
+            ))
+        })
     }
 }
 
@@ -311,7 +315,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
                 readiness: readiness.clone(),
                 handle: runtime.handle().clone(),
                 db: storage.path.clone(),
-                max_line: config.decode.max_event_bytes,
+                max_line: config.decode.max_document_bytes,
             },
             &config,
             positions,

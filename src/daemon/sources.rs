@@ -31,7 +31,7 @@ pub struct SourceEnv {
     pub handle: tokio::runtime::Handle,
     /// The store, to read a restarted source's committed positions.
     pub db: PathBuf,
-    /// Lines up to this long are read whole (the decoder's event cap).
+    /// Lines up to this long are read whole (the decoder's document cap).
     pub max_line: usize,
 }
 
@@ -82,7 +82,7 @@ impl Sources {
         let stop = Arc::new(AtomicBool::new(false));
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut running = Running {
-            identity: identity(source),
+            identity: identity(source, env.max_line),
             stop: stop.clone(),
             stop_tx,
             thread: None,
@@ -173,6 +173,7 @@ impl Sources {
     /// # Errors
     /// A source that could not start; the others are as asked.
     pub fn reload(&mut self, config: &Config) -> Result<Vec<String>, String> {
+        self.env.max_line = config.decode.max_document_bytes;
         let wanted: BTreeMap<String, &SourceConfig> = config
             .sources
             .iter()
@@ -189,7 +190,7 @@ impl Sources {
                 continue; // stdin cannot be reopened
             }
             match wanted.get(&name) {
-                Some(s) if identity(s) == r.identity => {}
+                Some(s) if identity(s, self.env.max_line) == r.identity => {}
                 Some(_) => {
                     self.stop_one(&name);
                     done.push(format!("{name}: restarted"));
@@ -277,10 +278,13 @@ impl Sources {
 /// A source's configuration and what it reads when it starts (certificate,
 /// key and secret files, environment variables), hashed: when it changes,
 /// the source is restarted. Secrets are never kept, only the hash.
-fn identity(source: &SourceConfig) -> String {
+fn identity(source: &SourceConfig, max_line: usize) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(format!("{source:?}").as_bytes());
+    if let SourceConfig::File(_) = source {
+        h.update(max_line.to_le_bytes());
+    }
     let mut file = |p: &std::path::Path| {
         h.update(p.as_os_str().as_encoded_bytes());
         h.update(std::fs::read(p).unwrap_or_default());
@@ -362,22 +366,30 @@ mod tests {
             cert.display(),
             cert.display()
         );
-        let a = identity(&source(&yaml));
-        assert_eq!(a, identity(&source(&yaml)), "stable");
+        let a = identity(&source(&yaml), 1);
+        assert_eq!(a, identity(&source(&yaml), 1), "stable");
         std::fs::write(&cert, "two").unwrap();
-        assert_ne!(a, identity(&source(&yaml)), "a renewed certificate");
-        let other = identity(&source(&yaml.replace("127.0.0.1:1", "127.0.0.1:2")));
-        assert_ne!(identity(&source(&yaml)), other, "another listen address");
+        assert_ne!(a, identity(&source(&yaml), 1), "a renewed certificate");
+        let other = identity(&source(&yaml.replace("127.0.0.1:1", "127.0.0.1:2")), 1);
+        assert_ne!(identity(&source(&yaml), 1), other, "another listen address");
+        let file = source("{type: file, path: /var/log/a.log}");
+        assert_ne!(identity(&file, 1), identity(&file, 2), "another line cap");
         // Inline secrets count, but are not in the identity in clear.
-        let k = identity(&source(
-            "{type: kafka, brokers: b, topic: t, group_id: g, security: {password: hunter2}}",
-        ));
+        let k = identity(
+            &source(
+                "{type: kafka, brokers: b, topic: t, group_id: g, security: {password: hunter2}}",
+            ),
+            1,
+        );
         assert!(!k.contains("hunter2"));
         assert_ne!(
             k,
-            identity(&source(
-                "{type: kafka, brokers: b, topic: t, group_id: g, security: {password: hunter3}}"
-            ))
+            identity(
+                &source(
+                    "{type: kafka, brokers: b, topic: t, group_id: g, security: {password: hunter3}}"
+                ),
+                1
+            )
         );
     }
 }

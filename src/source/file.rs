@@ -12,13 +12,17 @@
 //! - **copytruncate**: the file emptied in place gets a new first line and
 //!   is read from 0; the copy (when a pattern matches it) carries the old
 //!   fingerprint, so what was not read before the truncation is read from
-//!   the copy. When the copy is not watched and the file was cut before
-//!   its end was read, the bytes lost are reported (`audit-events-lost`);
+//!   the copy. When no watched file holds that content within
+//!   `copy_grace` (default 60 s: a copy may be compressed just after) and
+//!   the file was cut before its end was read, the bytes lost are reported
+//!   (`audit-events-lost`);
 //! - **rotated `.gz` files** carry the fingerprint of the file they were
 //!   compressed from: rename-then-compress rotation is not read twice, a
 //!   `.gz` is decompressed as a stream (never whole in memory) from where
-//!   its content was read up to, and one still being written is read as
-//!   far as it decodes and looked at again when it grows;
+//!   its content was read up to, a few chunks per poll (a backlog of
+//!   rotated files does not hold up the live one), and one still being
+//!   written is read as far as it decodes and looked at again when it
+//!   grows;
 //! - a new file on a **reused inode** is a new fingerprint: nothing of it is
 //!   skipped.
 //!
@@ -27,7 +31,8 @@
 //! batch's findings (`source_checkpoints`: key `fp:HEX`, position the byte
 //! offset, plus ` gz:LEN` once a compressed file of LEN bytes was read to
 //! its end), so after a restart reading resumes where the last commit left
-//! it, and nothing is alerted twice.
+//! it, and nothing is alerted twice. Positions an older kaudit stored by
+//! `DEV:INO` are adopted by the file found on that inode.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -135,6 +140,23 @@ struct Found {
     gz: bool,
 }
 
+/// The compressed file being read, a few chunks per poll so that the live
+/// files are not kept waiting behind a backlog of rotated ones.
+struct GzRead {
+    key: String,
+    inode: Inode,
+    stamp: Stamp,
+    path: PathBuf,
+    dec: MultiGzDecoder<BufReader<File>>,
+    /// The content offset the decoder stands at (after `carry`).
+    offset: u64,
+    /// Decoded bytes of a line not complete yet.
+    carry: Vec<u8>,
+}
+
+/// Chunks of a compressed file read per poll at most.
+const GZ_CHUNKS_PER_POLL: usize = 4;
+
 pub struct FileTailer {
     name: Arc<str>,
     cfg: FileSource,
@@ -143,14 +165,23 @@ pub struct FileTailer {
     ready: Arc<Readiness>,
     /// Read (and committed) positions, by fingerprint key.
     positions: HashMap<String, Pos>,
+    /// Positions an older kaudit committed by `DEV:INO`: adopted by the
+    /// fingerprint of the file found on that inode.
+    legacy: HashMap<Inode, String>,
     /// Plain files with an open handle, by fingerprint key.
     tracked: HashMap<String, Tracked>,
     /// Fingerprints of the files matched, while they do not change.
     keys: HashMap<Inode, (Stamp, Option<String>)>,
-    /// Compressed files read to their end, or broken: looked at again only
-    /// when they change.
-    gz_done: HashMap<Inode, Stamp>,
-    /// Lines up to this long are read whole (the event size cap).
+    /// Files not looked at again until they change: compressed files read
+    /// to their end or broken, copies holding less than what was read.
+    settled: HashMap<Inode, Stamp>,
+    gz: Option<GzRead>,
+    /// Truncations that lost unread bytes: reported after the source's
+    /// `copy_grace` unless the content shows up under another name.
+    pending_loss: HashMap<String, (Lost, std::time::Instant)>,
+    /// Why the last poll could not open a file (reported once).
+    last_error: Option<String>,
+    /// Lines up to this long are read whole (the decoder's document cap).
     max_line: usize,
 }
 
@@ -163,25 +194,39 @@ impl FileTailer {
         ready: Arc<Readiness>,
         positions: Vec<(String, String)>,
     ) -> Self {
+        let mut fps = HashMap::new();
+        let mut legacy = HashMap::new();
+        for (k, v) in positions {
+            if k.starts_with("fp:") {
+                if let Some(p) = Pos::parse(&v) {
+                    fps.insert(k, p);
+                }
+            } else if let Some((dev, ino)) = k.split_once(':')
+                && let (Ok(dev), Ok(ino)) = (dev.parse(), ino.parse())
+            {
+                legacy.insert(Inode { dev, ino }, v);
+            }
+        }
         FileTailer {
             name: name.into(),
             cfg,
             tx,
             stop,
             ready,
-            positions: positions
-                .into_iter()
-                .filter(|(k, _)| k.starts_with("fp:"))
-                .filter_map(|(k, v)| Some((k, Pos::parse(&v)?)))
-                .collect(),
+            positions: fps,
+            legacy,
             tracked: HashMap::new(),
             keys: HashMap::new(),
-            gz_done: HashMap::new(),
+            settled: HashMap::new(),
+            gz: None,
+            pending_loss: HashMap::new(),
+            last_error: None,
             max_line: MAX_LINE,
         }
     }
 
-    /// Reads lines up to `max` bytes whole (the decoder's event cap).
+    /// Reads lines up to `max` bytes whole (the decoder's document cap: a
+    /// line may hold a whole envelope).
     #[must_use]
     pub fn with_max_line(mut self, max: usize) -> Self {
         self.max_line = max.max(HEAD);
@@ -207,13 +252,13 @@ impl FileTailer {
     /// over a compressed copy of the same content).
     fn scan(&mut self) -> HashMap<String, Found> {
         let mut found: HashMap<String, Found> = HashMap::new();
-        let mut inodes = Vec::new();
+        let mut inodes = std::collections::HashSet::new();
+        let mut error = None;
         for pattern in self.cfg.patterns() {
             let paths = match glob::glob(&pattern) {
                 Ok(p) => p,
                 Err(e) => {
-                    self.ready
-                        .set(&self.name, Err(format!("bad pattern {pattern:?}: {e}")));
+                    error = Some(format!("bad pattern {pattern:?}: {e}"));
                     continue;
                 }
             };
@@ -225,18 +270,44 @@ impl FileTailer {
                     continue;
                 }
                 let (inode, stamp, gz) = (Inode::of(&meta), Stamp::of(&meta), is_gz(&path));
-                inodes.push(inode);
+                inodes.insert(inode);
                 let key = match self.keys.get(&inode) {
                     Some((s, key)) if *s == stamp => key.clone(),
-                    _ => {
-                        let key = fingerprint(&path, gz);
-                        self.keys.insert(inode, (stamp, key.clone()));
-                        key
-                    }
+                    _ => match fingerprint(&path, gz) {
+                        Ok(key) => {
+                            self.keys.insert(inode, (stamp, key.clone()));
+                            key
+                        }
+                        Err(e) => {
+                            // Out of file descriptors, permissions: not a
+                            // file to skip quietly.
+                            error = Some(format!("cannot read {}: {e}", path.display()));
+                            continue;
+                        }
+                    },
                 };
                 let Some(key) = key else {
                     continue; // no first line yet
                 };
+                if let Some(old) = self.legacy.remove(&inode)
+                    && !self.positions.contains_key(&key)
+                {
+                    // Read by an older kaudit, which knew it by its inode.
+                    let pos = match (old.as_str(), gz) {
+                        ("gz", true) => Some(Pos {
+                            offset: 0,
+                            gz_len: Some(stamp.len),
+                        }),
+                        (o, false) => o.parse().ok().map(|offset: u64| Pos {
+                            offset: offset.min(stamp.len),
+                            gz_len: None,
+                        }),
+                        _ => None,
+                    };
+                    if let Some(pos) = pos {
+                        self.positions.insert(key.clone(), pos);
+                    }
+                }
                 let f = Found {
                     path,
                     inode,
@@ -253,28 +324,52 @@ impl FileTailer {
             }
         }
         self.keys.retain(|i, _| inodes.contains(i));
-        self.gz_done.retain(|i, _| inodes.contains(i));
+        self.settled.retain(|i, _| inodes.contains(i));
+        if error != self.last_error {
+            match &error {
+                Some(e) => {
+                    tracing::warn!(source = %self.name, error = %e, "a watched file cannot be read");
+                    self.ready.set(&self.name, Err(e.clone()));
+                }
+                None => self.ready.set(&self.name, Ok(())),
+            }
+            self.last_error = error;
+        }
         found
     }
 
     /// One pass over the files; true when something was read.
     fn poll_once(&mut self) -> Result<bool, Stopped> {
         let found = self.scan();
+        self.settle_losses(&found)?;
         for (key, f) in found.iter().filter(|(_, f)| !f.gz) {
             match self.tracked.get_mut(key) {
                 Some(t) => {
-                    t.idle_gone = 0;
                     if t.inode == f.inode {
+                        t.idle_gone = 0;
                         t.path.clone_from(&f.path);
                     }
                 }
                 None => {
+                    if self.settled.get(&f.inode) == Some(&f.stamp) {
+                        continue;
+                    }
+                    let pos = self.positions.get(key).copied().unwrap_or_default();
+                    if f.stamp.len < pos.offset {
+                        // A copy holding less than what was read of this
+                        // content (lines came after the copy): nothing new.
+                        self.settled.insert(f.inode, f.stamp);
+                        continue;
+                    }
                     let Ok(file) = File::open(&f.path) else {
                         continue;
                     };
                     // Opened after the scan: it must still hold that content.
                     if head_key(&file).as_deref() != Some(key.as_str()) {
                         continue;
+                    }
+                    if self.gz.as_ref().is_some_and(|g| g.key == *key) {
+                        self.gz = None; // read here instead
                     }
                     self.tracked.insert(
                         key.clone(),
@@ -292,43 +387,53 @@ impl FileTailer {
         let mut progressed = false;
         let keys: Vec<String> = self.tracked.keys().cloned().collect();
         for key in keys {
-            let read = self.read_plain(&key, found.contains_key(&key))?;
+            let read = self.read_plain(&key, &found)?;
             progressed |= read;
+            // Still named by a pattern, on its own inode?
+            let named = |t: &Tracked| found.get(&key).is_some_and(|f| !f.gz && f.inode == t.inode);
             if let Some(t) = self.tracked.get_mut(&key)
-                && !found.contains_key(&key)
                 && !read
+                && !named(t)
             {
-                // Renamed out of the patterns or deleted: drained through
-                // the open handle (idle polls only count once it is at its
-                // end), then let go.
+                // Renamed out of the patterns, deleted, or compressed: drained
+                // through the open handle (idle polls only count once it is
+                // at its end), then let go; a compressed copy is read on
+                // from where the handle stopped.
                 t.idle_gone += 1;
                 if t.idle_gone > 3 {
                     self.tracked.remove(&key);
                 }
             }
         }
-        for (key, f) in found.iter().filter(|(_, f)| f.gz) {
-            if self.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            // While the plain file of this content is open, it is read
-            // there; the compressed copy is looked at once it is let go.
-            if self.tracked.contains_key(key) || self.gz_done.get(&f.inode) == Some(&f.stamp) {
-                continue;
-            }
-            let pos = self.positions.get(key).copied().unwrap_or_default();
-            if pos.gz_len == Some(f.stamp.len) {
-                self.gz_done.insert(f.inode, f.stamp);
-                continue;
-            }
-            progressed |= self.read_gz(key, f, pos)?;
+        if !self.stop.load(Ordering::Relaxed) {
+            progressed |= self.read_gz(&found)?;
         }
         Ok(progressed)
     }
 
+    /// Reports the losses whose grace has passed; forgets those whose
+    /// content showed up under another name (a copy that is read on).
+    fn settle_losses(&mut self, found: &HashMap<String, Found>) -> Result<(), Stopped> {
+        self.pending_loss.retain(|key, _| !found.contains_key(key));
+        let due: Vec<String> = self
+            .pending_loss
+            .iter()
+            .filter(|(_, (_, at))| {
+                at.elapsed() >= Duration::from_secs(self.cfg.copy_grace.max(0).unsigned_abs())
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some((lost, _)) = self.pending_loss.remove(&key) {
+                self.lost(lost)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads complete lines of a followed file from where its content was
     /// read up to, and sends them; true when something was sent.
-    fn read_plain(&mut self, key: &str, named: bool) -> Result<bool, Stopped> {
+    fn read_plain(&mut self, key: &str, found: &HashMap<String, Found>) -> Result<bool, Stopped> {
         let Some(t) = self.tracked.get_mut(key) else {
             return Ok(false);
         };
@@ -337,20 +442,25 @@ impl FileTailer {
         // Truncated in place (copytruncate) and perhaps written again: the
         // handle no longer holds this content.
         if len < pos.offset || head_key(&t.file).as_deref() != Some(key) {
-            let t = self.tracked.remove(key);
-            let cut = t.as_ref().map_or(0, |t| t.len.saturating_sub(pos.offset));
-            let path = t.map(|t| t.path).unwrap_or_default();
-            tracing::info!(source = %self.name, path = %path.display(), "file truncated in place (copytruncate rotation)");
-            if cut > 0 && !named {
-                // Nowhere else to read the rest from: say what was lost.
-                self.lost(Lost {
+            let Some(t) = self.tracked.remove(key) else {
+                return Ok(false);
+            };
+            let cut = t.len.saturating_sub(pos.offset);
+            tracing::info!(source = %self.name, path = %t.path.display(), "file truncated in place (copytruncate rotation)");
+            // The rest is read from a copy under another name, if a pattern
+            // matches one now or within the grace; else it is lost.
+            let copy = found.get(key).is_some_and(|f| f.inode != t.inode);
+            if cut > 0 && !copy {
+                let lost = Lost {
                     cluster: self.cfg.cluster.clone(),
-                    what: path.display().to_string(),
+                    what: format!("{} [{key}]", t.path.display()),
                     from: pos.offset.to_string(),
                     count: cut,
                     unit: "bytes",
                     reason: "the file was truncated (copytruncate rotation) before kaudit read its end, and no pattern matches the copy".into(),
-                })?;
+                };
+                self.pending_loss
+                    .insert(key.to_owned(), (lost, std::time::Instant::now()));
             }
             return Ok(false);
         }
@@ -364,6 +474,11 @@ impl FileTailer {
         let mut buf = Vec::with_capacity(CHUNK);
         if let Err(e) = fill(&mut t.file, &mut buf, self.max_line) {
             tracing::warn!(source = %self.name, path = %t.path.display(), error = %e, "read failed");
+            return Ok(false);
+        }
+        // Truncated and written again while it was being read: what was
+        // read may be the new content; it is read under its own name.
+        if head_key(&t.file).as_deref() != Some(key) {
             return Ok(false);
         }
         let end = match memchr::memrchr(b'\n', &buf) {
@@ -381,77 +496,121 @@ impl FileTailer {
         Ok(true)
     }
 
-    /// A compressed file, decompressed as a stream from where its content
-    /// was read up to; true when something was sent.
-    fn read_gz(&mut self, key: &str, f: &Found, pos: Pos) -> Result<bool, Stopped> {
-        let broken = |me: &mut Self, e: std::io::Error| {
-            tracing::warn!(source = %me.name, path = %f.path.display(), error = %e,
-                "compressed file is incomplete or corrupt: what decoded was read; it is looked at again when it changes");
-            me.gz_done.insert(f.inode, f.stamp);
-        };
-        let file = match File::open(&f.path) {
-            Ok(file) => file,
-            Err(e) => {
-                broken(self, e);
-                return Ok(false);
-            }
-        };
-        let mut dec = MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file));
-        match std::io::copy(&mut (&mut dec).take(pos.offset), &mut std::io::sink()) {
-            Ok(n) if n == pos.offset => {}
-            Ok(_) => {
-                // It holds no more than what was read already.
-                self.gz_done.insert(f.inode, f.stamp);
-                return Ok(false);
-            }
-            Err(e) => {
-                broken(self, e);
-                return Ok(false);
-            }
+    /// Reads a few chunks of a compressed file, decompressed as a stream
+    /// from where its content was read up to (the same decoder across
+    /// polls); true when something was sent.
+    fn read_gz(&mut self, found: &HashMap<String, Found>) -> Result<bool, Stopped> {
+        if self.gz.is_none() {
+            self.gz = self.next_gz(found);
         }
-        let mut offset = pos.offset;
-        let mut buf = Vec::with_capacity(CHUNK);
+        let Some(mut g) = self.gz.take() else {
+            return Ok(false);
+        };
+        // Read elsewhere meanwhile (its plain file came back): start over.
+        if self
+            .positions
+            .get(&g.key)
+            .copied()
+            .unwrap_or_default()
+            .offset
+            != g.offset
+        {
+            return Ok(false);
+        }
         let mut sent = false;
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Ok(sent);
-            }
+        for _ in 0..GZ_CHUNKS_PER_POLL {
             // Cut short (still being written, or corrupt): the complete
             // lines decoded so far are read, the rest waits for a change.
-            let (eof, error) = match fill(&mut dec, &mut buf, self.max_line) {
+            let (eof, error) = match fill(&mut g.dec, &mut g.carry, self.max_line) {
                 Ok(eof) => (eof, None),
                 Err(e) => (false, Some(e)),
             };
             let end = if eof {
-                buf.len()
+                g.carry.len()
             } else {
-                match memchr::memrchr(b'\n', &buf) {
+                match memchr::memrchr(b'\n', &g.carry) {
                     Some(i) => i + 1,
                     None if error.is_some() => 0,
-                    None => buf.len(), // over MAX_LINE
+                    None => g.carry.len(), // over the line cap
                 }
             };
-            let rest = buf.split_off(end);
-            let position = format!("{}@{offset}", f.path.display());
-            offset += end as u64;
+            let rest = g.carry.split_off(end);
+            let chunk = std::mem::replace(&mut g.carry, rest);
+            let position = format!("{}@{}", g.path.display(), g.offset);
+            g.offset += end as u64;
             let next = Pos {
-                offset,
-                gz_len: eof.then_some(f.stamp.len),
+                offset: g.offset,
+                gz_len: eof.then_some(g.stamp.len),
             };
-            if !buf.is_empty() || eof {
-                self.send_chunk(key, std::mem::take(&mut buf), position, next, false)?;
+            if !chunk.is_empty() || eof {
+                self.send_chunk(&g.key, chunk, position, next, false)?;
                 sent = true;
             }
             if let Some(e) = error {
-                broken(self, e);
+                tracing::warn!(source = %self.name, path = %g.path.display(), error = %e,
+                    "compressed file is incomplete or corrupt: what decoded was read; it is looked at again when it changes");
+                self.settled.insert(g.inode, g.stamp);
                 return Ok(sent);
             }
-            buf = rest;
             if eof {
-                self.gz_done.insert(f.inode, f.stamp);
+                self.settled.insert(g.inode, g.stamp);
                 return Ok(sent);
             }
         }
+        self.gz = Some(g);
+        Ok(sent)
+    }
+
+    /// The next compressed file with something not read yet, its decoder
+    /// standing where its content was read up to.
+    fn next_gz(&mut self, found: &HashMap<String, Found>) -> Option<GzRead> {
+        for (key, f) in found.iter().filter(|(_, f)| f.gz) {
+            // While the plain file of this content is open, it is read
+            // there; the compressed copy is looked at once it is let go.
+            if self.tracked.contains_key(key) || self.settled.get(&f.inode) == Some(&f.stamp) {
+                continue;
+            }
+            let pos = self.positions.get(key).copied().unwrap_or_default();
+            if pos.gz_len == Some(f.stamp.len) {
+                self.settled.insert(f.inode, f.stamp);
+                continue;
+            }
+            let broken = |me: &mut Self, e: std::io::Error| {
+                tracing::warn!(source = %me.name, path = %f.path.display(), error = %e,
+                    "compressed file is incomplete or corrupt: it is looked at again when it changes");
+                me.settled.insert(f.inode, f.stamp);
+            };
+            let file = match File::open(&f.path) {
+                Ok(file) => file,
+                Err(e) => {
+                    broken(self, e);
+                    continue;
+                }
+            };
+            let mut dec = MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file));
+            match std::io::copy(&mut (&mut dec).take(pos.offset), &mut std::io::sink()) {
+                Ok(n) if n == pos.offset => {}
+                Ok(_) => {
+                    // It holds no more than what was read already.
+                    self.settled.insert(f.inode, f.stamp);
+                    continue;
+                }
+                Err(e) => {
+                    broken(self, e);
+                    continue;
+                }
+            }
+            return Some(GzRead {
+                key: key.clone(),
+                inode: f.inode,
+                stamp: f.stamp,
+                path: f.path.clone(),
+                dec,
+                offset: pos.offset,
+                carry: Vec::new(),
+            });
+        }
+        None
     }
 
     /// Sends `data` (complete lines) with the checkpoint `next` for `key`
@@ -545,17 +704,17 @@ fn fill(r: &mut impl Read, buf: &mut Vec<u8>, max_line: usize) -> std::io::Resul
 }
 
 /// The fingerprint key of the content at `path`, once it has a first line
-/// (or [`HEAD`] bytes of one).
-fn fingerprint(path: &Path, gz: bool) -> Option<String> {
-    let file = File::open(path).ok()?;
+/// (or [`HEAD`] bytes of one); an error when the file cannot be opened.
+fn fingerprint(path: &Path, gz: bool) -> std::io::Result<Option<String>> {
+    let file = File::open(path)?;
     if !gz {
-        return head_key(&file);
+        return Ok(head_key(&file));
     }
     let mut head = Vec::with_capacity(HEAD);
     let mut dec = MultiGzDecoder::new(file).take(HEAD as u64);
     // A stream cut short still names its content by what decodes.
     let complete = dec.read_to_end(&mut head).is_ok() && head.len() < HEAD;
-    key_of(&head, complete)
+    Ok(key_of(&head, complete))
 }
 
 /// The fingerprint key of an open plain file's content.
@@ -638,8 +797,41 @@ mod tests {
             flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
         enc.write_all(&std::fs::read(&plain).unwrap()).unwrap();
         enc.finish().unwrap();
-        assert!(fingerprint(&plain, false).is_some());
-        assert_eq!(fingerprint(&plain, false), fingerprint(&gz, true));
+        assert!(fingerprint(&plain, false).unwrap().is_some());
+        assert_eq!(
+            fingerprint(&plain, false).unwrap(),
+            fingerprint(&gz, true).unwrap()
+        );
+        assert!(fingerprint(&dir.path().join("missing"), false).is_err());
+    }
+
+    #[test]
+    fn positions_stored_by_inode_are_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("audit.log");
+        std::fs::write(&log, "{\"auditID\":\"1\"}\n{\"auditID\":\"2\"}\n").unwrap();
+        let meta = std::fs::metadata(&log).unwrap();
+        let cfg: FileSource =
+            serde_yaml_ng::from_str(&format!("{{path: {}}}", log.display())).unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let mut t = FileTailer::new(
+            "audit",
+            cfg,
+            tx,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Readiness::default()),
+            vec![(format!("{}:{}", meta.dev(), meta.ino()), "16".into())],
+        );
+        let found = t.scan();
+        let key = found.keys().next().unwrap().clone();
+        assert_eq!(
+            t.positions[&key],
+            Pos {
+                offset: 16,
+                gz_len: None
+            }
+        );
+        assert!(t.legacy.is_empty());
     }
 
     #[test]

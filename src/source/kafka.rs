@@ -224,18 +224,14 @@ pub async fn run(
         let mut parts = Vec::new();
         let mut lost = Vec::new();
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        let gen_now = generation.load(std::sync::atomic::Ordering::Relaxed);
-        if gaps.generation != gen_now {
-            gaps = Gaps {
-                generation: gen_now,
-                ..Gaps::default()
-            };
-        }
         let mut take = |m: &rdkafka::message::BorrowedMessage<'_>,
                         parts: &mut Vec<Part>,
                         offsets: &mut BTreeMap<(String, i32), i64>| {
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
-            if let Some(l) = tokio::task::block_in_place(|| gaps.check(&consumer, &cfg, m)) {
+            let generation = generation.load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(l) =
+                tokio::task::block_in_place(|| gaps.check(&consumer, &cfg, m, generation))
+            {
                 tracing::error!(source = %name, partition = %l.what, from = %l.from, count = l.count, "messages deleted by retention before they were read");
                 lost.push(l);
             }
@@ -341,6 +337,9 @@ struct Gaps {
     expected: HashMap<(String, i32), i64>,
     /// The rebalance generation these expectations belong to.
     generation: u64,
+    /// Low watermarks fetched lately (a gap of transaction markers after
+    /// every transaction must not cost a broker round trip each).
+    lows: HashMap<(String, i32), (i64, std::time::Instant)>,
 }
 
 impl Gaps {
@@ -352,9 +351,17 @@ impl Gaps {
         consumer: &StreamConsumer<Ctx>,
         cfg: &KafkaSource,
         m: &rdkafka::message::BorrowedMessage<'_>,
+        generation: u64,
     ) -> Option<Lost> {
+        if generation != self.generation {
+            // A rebalance: what this consumer expected no longer holds.
+            *self = Gaps {
+                generation,
+                ..Gaps::default()
+            };
+        }
         let key = (m.topic().to_owned(), m.partition());
-        let expected = match self.expected.insert(key, m.offset() + 1) {
+        let expected = match self.expected.insert(key.clone(), m.offset() + 1) {
             Some(e) => e,
             None => {
                 let mut tpl = TopicPartitionList::new();
@@ -371,9 +378,18 @@ impl Gaps {
         if m.offset() <= expected {
             return None;
         }
+        // The low watermark only grows: one fetched lately that is not above
+        // the expected offset says "no loss" without asking again.
+        if let Some((low, at)) = self.lows.get(&key)
+            && *low <= expected
+            && at.elapsed() < Duration::from_secs(5)
+        {
+            return None;
+        }
         let (low, _) = consumer
             .fetch_watermarks(m.topic(), m.partition(), Duration::from_secs(2))
             .ok()?;
+        self.lows.insert(key, (low, std::time::Instant::now()));
         let count = deleted_unread(expected, m.offset(), low)?;
         Some(Lost {
             cluster: fixed_cluster(cfg, m.topic()),

@@ -288,20 +288,42 @@ impl Store {
     }
 }
 
-/// This process, as a claim owner: `HOST:PID:START` (START is the process
-/// start time in clock ticks since boot, so a later process that reuses
-/// the pid, as PID 1 in a restarted container does, is another owner).
+/// This process, as a claim owner: `HOST|BOOT|PIDNS|PID|START`. BOOT (the
+/// kernel's boot id) and PIDNS (the pid namespace) say where a pid means
+/// something; START (the process start time in clock ticks since boot)
+/// makes a later process that reuses the pid, as PID 1 in a restarted
+/// container does, another owner.
 pub fn instance() -> &'static str {
     static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     ID.get_or_init(|| {
         let pid = std::process::id();
-        format!("{}:{pid}:{}", hostname(), start_ticks(pid).unwrap_or(0))
+        format!(
+            "{}|{}|{}|{pid}|{}",
+            hostname(),
+            boot_id(),
+            pid_namespace(),
+            start_ticks(pid).unwrap_or(0)
+        )
     })
 }
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `pid:[4026531836]`: processes in other namespaces (other containers on
+/// the host network) are not visible by pid from here.
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
         .unwrap_or_default()
 }
 
@@ -314,16 +336,30 @@ fn start_ticks(pid: u32) -> Option<u64> {
 }
 
 /// Whether the process that wrote `owner` is known to be gone: it ran on
-/// this host and no process with its pid and start time runs now.
+/// this host, since this boot, in this pid namespace, and no process with
+/// its pid and start time runs now. Anything unknown counts as alive (its
+/// claims then run out with their lease).
 fn owner_is_gone(owner: &str) -> bool {
-    let mut parts = owner.rsplitn(3, ':');
-    let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+    let mut parts = owner.rsplitn(5, '|');
+    let (Some(start), Some(pid), Some(ns), Some(boot), Some(host)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return false;
     };
     let (Ok(start), Ok(pid)) = (start.parse::<u64>(), pid.parse::<u32>()) else {
         return false;
     };
-    if owner == instance() || host != hostname() {
+    let mine = (hostname(), boot_id(), pid_namespace());
+    if owner == instance()
+        || start == 0
+        || mine.1.is_empty()
+        || mine.2.is_empty()
+        || (host, boot, ns) != (mine.0.as_str(), mine.1.as_str(), mine.2.as_str())
+    {
         return false;
     }
     start_ticks(pid) != Some(start)
@@ -339,14 +375,19 @@ mod tests {
     fn claims_of_a_dead_process_on_this_host_are_taken_back() {
         assert!(!owner_is_gone(instance()), "this process is alive");
         let me = instance();
-        let (host, rest) = me.split_once(':').unwrap();
-        let pid = rest.split(':').next().unwrap();
+        let fields: Vec<&str> = me.rsplitn(5, '|').collect();
+        let (pid, ns, boot, host) = (fields[1], fields[2], fields[3], fields[4]);
         // This pid, another start: an earlier process that reused the pid.
-        assert!(owner_is_gone(&format!("{host}:{pid}:1")));
+        assert!(owner_is_gone(&format!("{host}|{boot}|{ns}|{pid}|1")));
         // A pid that runs no process.
-        assert!(owner_is_gone(&format!("{host}:4194303:5")));
-        // Another host's process: not ours to judge.
-        assert!(!owner_is_gone(&format!("elsewhere-{host}:4194303:5")));
+        assert!(owner_is_gone(&format!("{host}|{boot}|{ns}|4194303|5")));
+        // Another host, another boot, another pid namespace (a container on
+        // the host network): not ours to judge.
+        assert!(!owner_is_gone(&format!("x{host}|{boot}|{ns}|4194303|5")));
+        assert!(!owner_is_gone(&format!("{host}|x{boot}|{ns}|4194303|5")));
+        assert!(!owner_is_gone(&format!("{host}|{boot}|pid:[1]|4194303|5")));
+        // An unknown start time.
+        assert!(!owner_is_gone(&format!("{host}|{boot}|{ns}|4194303|0")));
         assert!(!owner_is_gone("garbage"));
     }
 

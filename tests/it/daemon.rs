@@ -149,7 +149,7 @@ fn file_config(dir: &Path, ops: u16, extra: &str) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "cluster: prod\nstorage: {{path: {db}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources:\n  - {{type: file, name: audit, paths: [\"{logs}/audit*.log\", \"{logs}/audit*.log.gz\"], poll_ms: 50}}\n{extra}",
+            "cluster: prod\nstorage: {{path: {db}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources:\n  - {{type: file, name: audit, paths: [\"{logs}/audit*.log\", \"{logs}/audit*.log.gz\"], poll_ms: 50, copy_grace: 1s}}\n{extra}",
             db = path_str(&dir.join("k.db")),
             logs = path_str(&dir.join("logs")),
         ),
@@ -306,6 +306,19 @@ fn file_identity_follows_content_through_every_rotation() {
     .unwrap();
     std::fs::remove_file(&renamed).unwrap();
     wait_count(&d, &db, 60);
+    // The handle on the deleted file is let go (its .gz has the content).
+    d.wait_for(
+        || {
+            std::fs::read_dir(format!("/proc/{}/fd", d.child.id()))
+                .unwrap()
+                .flatten()
+                .all(|fd| {
+                    !std::fs::read_link(fd.path())
+                        .is_ok_and(|p| p.to_string_lossy().ends_with("(deleted)"))
+                })
+        },
+        "the deleted file to be let go",
+    );
 
     // copytruncate while kaudit is not looking: lines 60..70 land in the
     // file, it is copied to a watched name and emptied, 70..80 follow.
@@ -386,18 +399,24 @@ fn a_file_truncated_before_it_was_read_is_reported_lost() {
         .unwrap();
     append(&log, &ids(0..5));
     wait_count(&d, &db, 5);
-    let lost = findings(&kaudit(
-        &[
-            "findings",
-            "--db",
-            &path_str(&db),
-            "--rule",
-            "audit-events-lost",
-            "--format",
-            "jsonl",
-        ],
-        b"",
-    ));
+    let lost = || {
+        findings(&kaudit(
+            &[
+                "findings",
+                "--db",
+                &path_str(&db),
+                "--rule",
+                "audit-events-lost",
+                "--format",
+                "jsonl",
+            ],
+            b"",
+        ))
+    };
+    // After the copy grace (1 s here): no copy showed up.
+    d.wait_for(|| !lost().is_empty(), "the loss");
+    std::thread::sleep(Duration::from_millis(300));
+    let lost = lost();
     let log_text = d.stop();
     assert_eq!(lost.len(), 1, "{log_text}");
     assert_eq!(lost[0]["category"], "pipeline");
