@@ -298,6 +298,7 @@ impl Engine {
             ctx.cluster = part.cluster.as_deref();
             ctx.default_cluster = self.config.cluster.as_deref();
             ctx.request_received = b.request_received;
+            ctx.expect = b.expect;
             if let Err(e) = self.pipeline.feed(&part.data[..], &ctx, &mut out) {
                 tracing::warn!(source = %ctx_source, position = %b.position, error = %e, "input cut short");
             }
@@ -377,6 +378,7 @@ impl Engine {
                         checkpoints: Vec::new(),
                         live: false,
                         request_received: false,
+                        expect: None,
                         lost: Vec::new(),
                         done: None,
                     },

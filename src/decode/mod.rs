@@ -71,8 +71,29 @@ pub struct Context<'c> {
     /// Evaluate RequestReceived events: the source's audit policy omits
     /// the later stages.
     pub request_received: bool,
+    /// The envelopes this source may send (a source configured for one
+    /// shape); an event that came in another is refused as malformed.
+    /// `None`: any shape ([`expected_envelopes`]).
+    pub expect: Option<&'static [Envelope]>,
     /// Set when decoding a payload nested in another envelope.
     nested: Option<Nested>,
+}
+
+/// The envelopes a source's configured `envelope` name allows: `auto` and
+/// `field:NAME` (the field is taken out by the source) allow any; `None`
+/// for a name that is not one.
+pub fn expected_envelopes(name: &str) -> Option<Option<&'static [Envelope]>> {
+    const RAW: &[Envelope] = &[Envelope::Event, Envelope::EventList, Envelope::Array];
+    Some(match name {
+        "auto" => None,
+        "raw" | "eventlist" => Some(RAW),
+        "cloudwatch" => Some(&[Envelope::CloudWatch]),
+        "firehose" => Some(&[Envelope::Firehose]),
+        "aks" => Some(&[Envelope::Aks]),
+        "gke" => Some(&[Envelope::Gke, Envelope::GkePubSub]),
+        n if n.starts_with("field:") => None,
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -369,7 +390,30 @@ impl<'c> Dispatch<'c, '_> {
                 Cow::Borrowed(c)
             }
         });
-        ev.origin.envelope = self.envelope(envelope);
+        let envelope = self.envelope(envelope);
+        if let Some(allowed) = self.ctx.expect
+            && !allowed.contains(&envelope)
+        {
+            // Shaped like another source's data: not taken from here.
+            let error = Error::NotAuditEvent(format!(
+                "this source takes {} envelopes; this event came as {}",
+                allowed
+                    .iter()
+                    .map(|e| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                envelope.as_str()
+            ));
+            let id = ev.audit_id();
+            return self.sink.problem(&Problem {
+                kind: ProblemKind::Malformed,
+                line,
+                error,
+                sample: id.as_bytes(),
+                audit_id: Some(id),
+            });
+        }
+        ev.origin.envelope = envelope;
         ev.origin.line = line;
         ev.source = self.ctx.source;
         ev.outcome_at_request = self.ctx.request_received;

@@ -619,3 +619,33 @@ fn gzip_bomb_in_an_envelope_is_bounded() {
     assert!(c.events.is_empty());
     assert!(!c.problems.is_empty(), "the cut-off payload is reported");
 }
+
+#[test]
+fn a_source_bound_to_one_envelope_refuses_the_others() {
+    let run = |rel: &str, expect: &str| {
+        let bytes = std::fs::read(fixtures().join(rel)).unwrap();
+        let mut c = Collect::default();
+        let mut ctx = Context::new(Limits::default());
+        ctx.expect = expected_envelopes(expect).unwrap();
+        decode(&bytes[..], &ctx, &mut c).unwrap();
+        c
+    };
+    let cw = run("eks/cloudwatch.json", "cloudwatch");
+    assert!(!cw.events.is_empty() && cw.problems.is_empty());
+    let refused = run("eks/cloudwatch.json", "raw");
+    assert!(refused.events.is_empty());
+    assert_eq!(refused.problems.len(), cw.events.len());
+    assert!(
+        refused.problems[0].2.contains("came as cloudwatch"),
+        "{:?}",
+        refused.problems
+    );
+    assert!(refused.problems[0].3.is_some(), "the auditID is kept");
+    let list = run("k8s/eventlist.json", "raw");
+    assert!(!list.events.is_empty() && list.problems.is_empty());
+    assert!(run("gke/pubsub_push.json", "gke").problems.is_empty());
+    assert!(run("aks/records.json", "gke").events.is_empty());
+    assert_eq!(expected_envelopes("auto"), Some(None));
+    assert_eq!(expected_envelopes("field:message"), Some(None));
+    assert_eq!(expected_envelopes("soap"), None);
+}

@@ -272,6 +272,11 @@ pub async fn run(
             checkpoints: Vec::new(),
             live: true,
             request_received: cfg.request_received,
+            expect: cfg
+                .envelope
+                .as_deref()
+                .and_then(crate::decode::expected_envelopes)
+                .flatten(),
             lost,
             done: Some(done),
         };

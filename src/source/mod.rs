@@ -32,6 +32,9 @@ pub struct RawBatch {
     pub live: bool,
     /// Evaluate RequestReceived events (set by the daemon per source).
     pub request_received: bool,
+    /// The envelopes the source takes (its configured `envelope`); `None`:
+    /// any shape.
+    pub expect: Option<&'static [crate::event::Envelope]>,
     /// Input the source knows was lost before it could be read (a Kafka
     /// partition's retention deleted unread messages, a file truncated
     /// before its end was read): each becomes an `audit-events-lost`
@@ -75,6 +78,7 @@ impl RawBatch {
             checkpoints: Vec::new(),
             live: true,
             request_received: false,
+            expect: None,
             lost: Vec::new(),
             done: None,
         }
