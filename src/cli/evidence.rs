@@ -187,7 +187,7 @@ pub fn export(
         .transpose()?;
     // One snapshot: the rows, the chain, its verification and the coverage
     // must describe the same database even while a scan commits.
-    let (rows, chain, report, coverage) = store.read_snapshot(|store| {
+    let (rows, chain, report, coverage, clusters) = store.read_snapshot(|store| {
         let rows: Vec<ExportRow> = store
             .query(&filter, None)?
             .into_iter()
@@ -201,7 +201,8 @@ pub fn export(
         let chain = store.chain_rows(filter.since, filter.until)?;
         let report = store.verify_chain()?;
         let coverage = store.coverage(filter.since, filter.until)?;
-        Ok::<_, store::Error>((rows, chain, report, coverage))
+        let clusters = store.coverage_clusters()?;
+        Ok::<_, store::Error>((rows, chain, report, coverage, clusters))
     })?;
     if let Some(p) = &report.problem {
         bail!(
@@ -209,7 +210,7 @@ pub fn export(
             p.message
         );
     }
-    let coverage = coverage_json(&coverage, filter.since, filter.until);
+    let coverage = coverage_json(&coverage, &clusters, filter.since, filter.until);
     let mut formats = formats.to_vec();
     if formats.is_empty() {
         formats = vec![
@@ -250,11 +251,17 @@ pub fn export(
     Ok(())
 }
 
+/// Silent hours listed one by one at most (the stretches are complete).
+const SILENT_HOURS_LISTED: usize = 10_000;
+
 /// Coverage for a manifest: the hourly counts, and per cluster the hours of
 /// the range in which no event arrived at all (a silent stretch: monitoring
-/// was blind, or the cluster's audit logging was switched off).
+/// was blind, or the cluster's audit logging was switched off). A cluster
+/// seen outside the range and not at all inside it is listed too, silent
+/// over the whole range.
 fn coverage_json(
     rows: &[store::CoverageRow],
+    known: &[(String, i64, i64)],
     since: Option<i64>,
     until: Option<i64>,
 ) -> serde_json::Value {
@@ -263,32 +270,62 @@ fn coverage_json(
     for r in rows.iter().filter(|r| r.events > 0) {
         hours.entry(r.cluster.as_str()).or_default().insert(r.hour);
     }
+    let floor = |t: i64| t.div_euclid(3600) * 3600;
     let mut clusters = serde_json::Map::new();
-    for (cluster, seen) in &hours {
-        let (Some(&first), Some(&last)) = (seen.first(), seen.last()) else {
-            continue;
+    for (cluster, ever_first, ever_last) in known {
+        let empty = BTreeSet::new();
+        let seen = hours.get(cluster.as_str()).unwrap_or(&empty);
+        let (first, last) = match (seen.first(), seen.last()) {
+            (Some(&f), Some(&l)) => (f, l),
+            // Nothing in the range: silent over all of it, if the range is
+            // bounded (an unbounded export has every cluster's events).
+            // A cluster first seen after the range was not there yet.
+            _ => match (since, until) {
+                (Some(s), Some(u)) if u > s && *ever_first <= floor(u - 1) => {
+                    (floor(s), floor(u - 1))
+                }
+                _ => continue,
+            },
         };
         // Within the export's range, from the first to the last hour seen
         // (a cluster may start or stop being monitored inside the range).
-        let from = since.map_or(first, |s| (s / 3600 * 3600).max(first));
-        let to = until.map_or(last, |u| ((u - 1) / 3600 * 3600).min(last));
+        let from = since.map_or(first, |s| floor(s).max(first));
+        let to = until.map_or(last, |u| floor(u - 1).min(last));
         let mut silent = Vec::new();
+        let mut stretches: Vec<serde_json::Value> = Vec::new();
+        let mut total = 0u64;
+        let mut open: Option<i64> = None;
         let mut h = from;
-        while h <= to && silent.len() < 10_000 {
-            if !seen.contains(&h) {
-                silent.push(timespec::unix_to_rfc3339(h));
+        while h <= to + 3600 {
+            let quiet = h <= to && !seen.contains(&h);
+            if quiet {
+                total += 1;
+                if silent.len() < SILENT_HOURS_LISTED {
+                    silent.push(timespec::unix_to_rfc3339(h));
+                }
+                open.get_or_insert(h);
+            } else if let Some(start) = open.take() {
+                stretches.push(serde_json::json!({
+                    "from": timespec::unix_to_rfc3339(start),
+                    "to": timespec::unix_to_rfc3339(h),
+                    "hours": (h - start) / 3600,
+                }));
             }
             h += 3600;
         }
-        clusters.insert(
-            (*cluster).to_owned(),
-            serde_json::json!({
-                "first_hour": timespec::unix_to_rfc3339(first),
-                "last_hour": timespec::unix_to_rfc3339(last),
-                "hours_with_events": seen.len(),
-                "silent_hours": silent,
-            }),
-        );
+        let mut entry = serde_json::json!({
+            "hours_with_events": seen.len(),
+            "silent_hours": silent,
+            "silent_hours_total": total,
+            "silent_stretches": stretches,
+            "ever_first_hour": timespec::unix_to_rfc3339(*ever_first),
+            "ever_last_hour": timespec::unix_to_rfc3339(*ever_last),
+        });
+        if !seen.is_empty() {
+            entry["first_hour"] = timespec::unix_to_rfc3339(first).into();
+            entry["last_hour"] = timespec::unix_to_rfc3339(last).into();
+        }
+        clusters.insert(cluster.clone(), entry);
     }
     let hourly: Vec<serde_json::Value> = rows
         .iter()

@@ -226,6 +226,22 @@ impl Store {
     ) -> Result<Vec<CoverageRow>, Error> {
         coverage(&self.conn, since, until)
     }
+
+    /// Every cluster events ever came from, with the first and last hour
+    /// (Unix time) in which any did.
+    pub fn coverage_clusters(&self) -> Result<Vec<(String, i64, i64)>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT cluster, MIN(hour), MAX(hour) FROM coverage WHERE events > 0
+                 GROUP BY cluster ORDER BY cluster",
+            )
+            .map_err(sql("read coverage"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(sql("read coverage"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("read coverage"))
+    }
 }
 
 fn coverage(

@@ -440,6 +440,59 @@ fn the_manifest_shows_silent_hours() {
         "{manifest}"
     );
     assert_eq!(cluster["hours_with_events"], 2);
+    assert_eq!(cluster["silent_hours_total"], 2);
+    assert_eq!(
+        cluster["silent_stretches"],
+        serde_json::json!([{"from": "2026-06-01T02:00:00Z", "to": "2026-06-01T04:00:00Z", "hours": 2}])
+    );
+
+    // Another cluster, seen before and after a range in which it sent
+    // nothing: listed, silent over the whole range.
+    let other = |id: &str, hour: u32| ev(id, hour).replacen('{', r#"{"annotations":{},"#, 1);
+    let other_log = dir.path().join("other.log");
+    std::fs::write(
+        &other_log,
+        format!("{}\n{}\n", other("b1", 0), other("b2", 6)),
+    )
+    .unwrap();
+    let edge_cfg = dir.path().join("edge.yaml");
+    std::fs::write(&edge_cfg, "cluster: edge\n").unwrap();
+    let out = kaudit(
+        &[
+            "scan",
+            "--db",
+            &db,
+            "--config",
+            &path_str(&edge_cfg),
+            &path_str(&other_log),
+        ],
+        b"",
+    );
+    assert!(stderr(&out).contains("events=2"), "{}", stderr(&out));
+    let ranged = dir.path().join("r");
+    let out = kaudit(
+        &[
+            "export",
+            "--db",
+            &db,
+            "--since",
+            "2026-06-01T01:00:00Z",
+            "--until",
+            "2026-06-01T05:00:00Z",
+            "--out",
+            &path_str(&ranged),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ranged.join("manifest.json")).unwrap())
+            .unwrap();
+    let edge = &manifest["coverage"]["clusters"]["edge"];
+    assert_eq!(edge["hours_with_events"], 0, "{manifest}");
+    assert_eq!(edge["silent_hours_total"], 4);
+    assert_eq!(edge["silent_stretches"][0]["hours"], 4);
+    assert_eq!(edge["ever_last_hour"], "2026-06-01T06:00:00Z");
 }
 
 /// `db_with_findings` plus a key pair and a checkpoint of the head appended
