@@ -125,14 +125,49 @@ impl EmailSink {
         self.deliver(&msg)
     }
 
+    /// Sends `msg` to every recipient. When the server refuses the mail
+    /// for good and there are several recipients, each is tried on its own
+    /// (one address the server refuses must not keep the alert from the
+    /// others): delivered when any took it, the refused ones logged.
     fn deliver(&self, msg: &Message) -> Outcome {
-        match self.transport.send(msg) {
+        let outcome = |r: Result<_, lettre::transport::smtp::Error>| match r {
             Ok(_) => Outcome::Delivered,
             Err(e) if e.is_permanent() => Outcome::Rejected(format!("SMTP: {e}")),
             Err(e) => Outcome::Retry {
                 error: format!("SMTP: {e}"),
                 after: None,
             },
+        };
+        let all = outcome(self.transport.send(msg));
+        if !matches!(all, Outcome::Rejected(_)) || self.to.len() < 2 {
+            return all;
+        }
+        let raw = msg.formatted();
+        let mut delivered = 0;
+        let mut last = all;
+        for to in &self.to {
+            let envelope = match lettre::address::Envelope::new(
+                Some(self.from.email.clone()),
+                vec![to.email.clone()],
+            ) {
+                Ok(e) => e,
+                Err(e) => {
+                    last = Outcome::Rejected(format!("SMTP: {e}"));
+                    continue;
+                }
+            };
+            match outcome(self.transport.send_raw(&envelope, &raw)) {
+                Outcome::Delivered => delivered += 1,
+                other => {
+                    tracing::warn!(recipient = %to.email, outcome = ?other, "a recipient did not take the alert");
+                    last = other;
+                }
+            }
+        }
+        if delivered > 0 {
+            Outcome::Delivered
+        } else {
+            last
         }
     }
 

@@ -304,6 +304,17 @@ fn smtp_python() -> PathBuf {
 /// Starts aiosmtpd on `port`, delivering to the maildir `maildir`, with
 /// STARTTLS when given certificates, and waits until it listens.
 fn start_smtp(port: u16, maildir: &Path, tls: Option<&super::daemon::Pki>) -> std::process::Child {
+    start_smtp_with(port, maildir, tls, "aiosmtpd.handlers.Mailbox")
+}
+
+/// `start_smtp` with another handler class (`tests/it/smtp_refusing.py`'s
+/// `smtp_refusing.Refusing` is importable).
+fn start_smtp_with(
+    port: u16,
+    maildir: &Path,
+    tls: Option<&super::daemon::Pki>,
+    handler: &str,
+) -> std::process::Child {
     let listen = format!("127.0.0.1:{port}");
     let mut args = vec![
         "-m".to_owned(),
@@ -320,13 +331,10 @@ fn start_smtp(port: u16, maildir: &Path, tls: Option<&super::daemon::Pki>) -> st
             path_str(&pki.key),
         ]);
     }
-    args.extend([
-        "-c".into(),
-        "aiosmtpd.handlers.Mailbox".into(),
-        path_str(maildir),
-    ]);
+    args.extend(["-c".into(), handler.into(), path_str(maildir)]);
     let child = Command::new(smtp_python())
         .args(&args)
+        .env("PYTHONPATH", root().join("tests/it"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -1206,4 +1214,60 @@ fn a_crash_while_sending_is_resent_at_once_after_restart() {
         receiver.seen()[0].headers["idempotency-key"],
         slow.seen()[0].headers["idempotency-key"]
     );
+}
+
+/// One recipient the SMTP server refuses (550) does not keep the alert from
+/// the others: each is tried on its own, and the alert counts delivered.
+#[test]
+fn a_refused_recipient_does_not_stop_the_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let log = dir.join("audit.log");
+    let maildir = dir.join("mail");
+    let smtp_port = free_port();
+    let mut smtp = start_smtp_with(smtp_port, &maildir, None, "smtp_refusing.Refusing");
+    let ops = free_port();
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\nalerts:\n  sinks:\n    - {{name: mail, type: email, smtp: {{host: 127.0.0.1, port: {smtp_port}, tls: none}}, from: kaudit@example.com, to: [nobody@example.com, soc@example.com], include: {{rules: [pod-exec]}}}}\n",
+            path_str(&db),
+            path_str(&log)
+        ),
+    )
+    .unwrap();
+    std::fs::write(&log, format!("{}\n", exec_line("r1"))).unwrap();
+    let d = Daemon::start(&cfg, ops);
+    let new = maildir.join("new");
+    d.wait_for(
+        || std::fs::read_dir(&new).map(|r| r.count()).unwrap_or(0) == 1,
+        "the mail to the other recipient",
+    );
+    d.wait_for(
+        || {
+            d.get("/metrics").is_some_and(|(_, m)| {
+                m.contains(r#"kaudit_alert_deliveries_total{sink="mail",outcome="delivered"} 1"#)
+            })
+        },
+        "the delivery recorded",
+    );
+    let log_text = d.stop();
+    let _ = smtp.kill();
+    let _ = smtp.wait();
+    let file = std::fs::read_dir(&new)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mail = std::fs::read_to_string(file).unwrap();
+    assert!(
+        mail.starts_with("X-Rcpt-To: soc@example.com\r\n")
+            || mail.starts_with("X-Rcpt-To: soc@example.com\n"),
+        "{mail}"
+    );
+    assert!(log_text.contains("nobody@example.com"), "{log_text}");
+    assert_eq!(std::fs::read_dir(&new).unwrap().count(), 1);
 }
