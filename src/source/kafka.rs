@@ -48,7 +48,13 @@ pub fn client_config(name: &str, cfg: &KafkaSource) -> Result<ClientConfig, Stri
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("client.id", format!("kaudit-{name}"));
+        .set("client.id", format!("kaudit-{name}"))
+        // Memory: librdkafka's prefetch queue defaults to 64 MiB and a fetch
+        // to 50 MiB; 16 MiB each is a third of a second of a 50 MB/s
+        // stream, and keeps the daemon's footprint bounded (`properties`
+        // may raise them).
+        .set("queued.max.messages.kbytes", "16384")
+        .set("fetch.max.bytes", "16777216");
     if let Some(ms) = cfg.session_timeout_ms {
         c.set("session.timeout.ms", ms.to_string());
     }
@@ -574,6 +580,10 @@ mod tests {
             Some("false")
         );
         assert_eq!(get(&plain, "security.protocol"), None);
+        assert_eq!(
+            get(&plain, "queued.max.messages.kbytes").as_deref(),
+            Some("16384")
+        );
 
         let scram = client_config(
             "k",
