@@ -163,6 +163,12 @@ fn prepare_reload(
     running: &Config,
 ) -> Result<crate::source::Reload, DaemonError> {
     let config = Config::load(path)?;
+    if config.sources.is_empty() {
+        return Err(DaemonError::Invalid(format!(
+            "{}: kaudit run needs at least one source under `sources`",
+            path.display()
+        )));
+    }
     let rules = config.rules(Some(path), extra_rules)?;
     TokenDetector::new(&config).map_err(DaemonError::Invalid)?;
     if !config.alerts.sinks.is_empty() {
@@ -368,14 +374,20 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         Ok::<(), std::io::Error>(())
     })?;
 
-    // Stop intake, drain, commit. A reload under way ends first (the
-    // pipeline, told to stop, still takes what it sends).
-    stop.store(true, Ordering::Relaxed);
-    let _ = stop_tx.send(true);
+    // Stop intake, drain, commit. A reload under way ends first; then the
+    // sources stop taking input and finish what they sent while the
+    // pipeline still commits (a store that is down does not hold the
+    // shutdown longer than a few seconds: what is not committed is not
+    // acknowledged); then the pipeline drains and stops.
     drop(hup_tx);
     let delivery = reloader.join();
-    if let Ok(mut s) = sources.lock() {
+    if let Ok(s) = sources.lock() {
         s.signal_all();
+        s.wait_threads(std::time::Duration::from_secs(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    if let Ok(mut s) = sources.lock() {
         s.join_threads();
     }
     let _ = engine_thread.join();

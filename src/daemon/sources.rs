@@ -160,9 +160,13 @@ impl Sources {
     /// Every source has ended on its own (stdin at its end); a listening or
     /// consuming source never does.
     pub fn all_ended(&self) -> bool {
-        self.running
-            .values()
-            .all(|r| r.task.is_none() && r.thread.as_ref().is_none_or(|t| t.is_finished()))
+        // None running at all is a reload that stopped or could not start
+        // them: the daemon waits for the next reload, it does not exit.
+        !self.running.is_empty()
+            && self
+                .running
+                .values()
+                .all(|r| r.task.is_none() && r.thread.as_ref().is_none_or(|t| t.is_finished()))
     }
 
     /// Takes the sources of a new configuration: removed and changed ones
@@ -200,6 +204,13 @@ impl Sources {
                     self.env.readiness.remove(&name);
                     done.push(format!("{name}: stopped"));
                 }
+            }
+        }
+        // A source that failed to start before and is gone from the
+        // configuration no longer holds /readyz down.
+        for (name, _) in self.env.readiness.all() {
+            if !wanted.contains_key(&name) && !self.running.contains_key(&name) {
+                self.env.readiness.remove(&name);
             }
         }
         let mut errors = Vec::new();
@@ -252,7 +263,22 @@ impl Sources {
         }
     }
 
-    /// Shutdown, second step: the reading threads are joined (stdin's only
+    /// Shutdown, second step (the pipeline still running, so that what the
+    /// sources sent is committed): waits up to `limit` for the reading
+    /// threads to end.
+    pub fn wait_threads(&self, limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < limit
+            && self
+                .running
+                .values()
+                .any(|r| !r.stdin && r.thread.as_ref().is_some_and(|t| !t.is_finished()))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Shutdown, third step: the reading threads are joined (stdin's only
     /// if it is not sitting in a read forever).
     pub fn join_threads(&mut self) {
         for r in self.running.values_mut() {

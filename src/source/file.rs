@@ -130,6 +130,8 @@ struct Tracked {
     len: u64,
     /// Polls in a row at the end of a file no pattern names any more.
     idle_gone: u32,
+    /// Polls in a row at the end of a file that did not change.
+    idle: u32,
 }
 
 /// A file matched in this poll.
@@ -156,6 +158,8 @@ struct GzRead {
 
 /// Chunks of a compressed file read per poll at most.
 const GZ_CHUNKS_PER_POLL: usize = 4;
+/// Idle polls after which a named file's handle is closed.
+const IDLE_CLOSE: u32 = 40;
 
 pub struct FileTailer {
     name: Arc<str>,
@@ -181,6 +185,8 @@ pub struct FileTailer {
     pending_loss: HashMap<String, (Lost, std::time::Instant)>,
     /// Why the last poll could not open a file (reported once).
     last_error: Option<String>,
+    /// Inodes of the plain files the patterns matched in the last scan.
+    named: std::collections::HashSet<Inode>,
     /// Lines up to this long are read whole (the decoder's document cap).
     max_line: usize,
 }
@@ -221,6 +227,7 @@ impl FileTailer {
             gz: None,
             pending_loss: HashMap::new(),
             last_error: None,
+            named: std::collections::HashSet::new(),
             max_line: MAX_LINE,
         }
     }
@@ -246,6 +253,14 @@ impl FileTailer {
                 std::thread::sleep(poll);
             }
         }
+        // Stopping (shutdown, a reload): losses still in their grace are
+        // reported now rather than forgotten with this process.
+        let pending: Vec<Lost> = self.pending_loss.drain().map(|(_, (l, _))| l).collect();
+        for lost in pending {
+            if self.lost(lost).is_err() {
+                break;
+            }
+        }
     }
 
     /// The files the patterns match now, by fingerprint (a plain file wins
@@ -253,6 +268,7 @@ impl FileTailer {
     fn scan(&mut self) -> HashMap<String, Found> {
         let mut found: HashMap<String, Found> = HashMap::new();
         let mut inodes = std::collections::HashSet::new();
+        self.named.clear();
         let mut error = None;
         for pattern in self.cfg.patterns() {
             let paths = match glob::glob(&pattern) {
@@ -262,7 +278,15 @@ impl FileTailer {
                     continue;
                 }
             };
-            for path in paths.flatten() {
+            for path in paths {
+                let path = match path {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // A directory that cannot be read hides its files.
+                        error = Some(format!("cannot read {}: {}", e.path().display(), e.error()));
+                        continue;
+                    }
+                };
                 let Ok(meta) = std::fs::metadata(&path) else {
                     continue;
                 };
@@ -271,6 +295,9 @@ impl FileTailer {
                 }
                 let (inode, stamp, gz) = (Inode::of(&meta), Stamp::of(&meta), is_gz(&path));
                 inodes.insert(inode);
+                if !gz {
+                    self.named.insert(inode);
+                }
                 let key = match self.keys.get(&inode) {
                     Some((s, key)) if *s == stamp => key.clone(),
                     _ => match fingerprint(&path, gz) {
@@ -298,10 +325,16 @@ impl FileTailer {
                             offset: 0,
                             gz_len: Some(stamp.len),
                         }),
-                        (o, false) => o.parse().ok().map(|offset: u64| Pos {
-                            offset: offset.min(stamp.len),
-                            gz_len: None,
-                        }),
+                        // Longer than the file: another content on a reused
+                        // inode (or emptied and written again); read it all.
+                        (o, false) => o
+                            .parse()
+                            .ok()
+                            .filter(|offset: &u64| *offset <= stamp.len)
+                            .map(|offset| Pos {
+                                offset,
+                                gz_len: None,
+                            }),
                         _ => None,
                     };
                     if let Some(pos) = pos {
@@ -325,6 +358,9 @@ impl FileTailer {
         }
         self.keys.retain(|i, _| inodes.contains(i));
         self.settled.retain(|i, _| inodes.contains(i));
+        // Positions of an older kaudit apply to the files there at start
+        // only: an inode reused later is another file.
+        self.legacy.clear();
         if error != self.last_error {
             match &error {
                 Some(e) => {
@@ -346,7 +382,6 @@ impl FileTailer {
             match self.tracked.get_mut(key) {
                 Some(t) => {
                     if t.inode == f.inode {
-                        t.idle_gone = 0;
                         t.path.clone_from(&f.path);
                     }
                 }
@@ -379,6 +414,7 @@ impl FileTailer {
                             inode: f.inode,
                             len: f.stamp.len,
                             idle_gone: 0,
+                            idle: 0,
                         },
                     );
                 }
@@ -389,12 +425,27 @@ impl FileTailer {
         for key in keys {
             let read = self.read_plain(&key, &found)?;
             progressed |= read;
-            // Still named by a pattern, on its own inode?
-            let named = |t: &Tracked| found.get(&key).is_some_and(|f| !f.gz && f.inode == t.inode);
-            if let Some(t) = self.tracked.get_mut(&key)
-                && !read
-                && !named(t)
-            {
+            let Some(t) = self.tracked.get_mut(&key) else {
+                continue;
+            };
+            if read {
+                t.idle = 0;
+                continue;
+            }
+            t.idle += 1;
+            if self.named.contains(&t.inode) {
+                // Named by a pattern (under any name): at its end and
+                // unchanged for a while, its handle is closed (kube-apiserver
+                // may keep every rotated file); it is opened again by name
+                // when it changes.
+                if t.idle > IDLE_CLOSE
+                    && let Ok(meta) = t.file.metadata()
+                {
+                    let (inode, stamp) = (t.inode, Stamp::of(&meta));
+                    self.tracked.remove(&key);
+                    self.settled.insert(inode, stamp);
+                }
+            } else {
                 // Renamed out of the patterns, deleted, or compressed: drained
                 // through the open handle (idle polls only count once it is
                 // at its end), then let go; a compressed copy is read on
@@ -588,16 +639,18 @@ impl FileTailer {
                 }
             };
             let mut dec = MultiGzDecoder::new(BufReader::with_capacity(1 << 16, file));
+            // Skipping what was read costs a decompression: one file per
+            // poll at most, so that the live files are not kept waiting.
             match std::io::copy(&mut (&mut dec).take(pos.offset), &mut std::io::sink()) {
                 Ok(n) if n == pos.offset => {}
                 Ok(_) => {
                     // It holds no more than what was read already.
                     self.settled.insert(f.inode, f.stamp);
-                    continue;
+                    return None;
                 }
                 Err(e) => {
                     broken(self, e);
-                    continue;
+                    return None;
                 }
             }
             return Some(GzRead {
@@ -689,7 +742,10 @@ fn fill(r: &mut impl Read, buf: &mut Vec<u8>, max_line: usize) -> std::io::Resul
         buf.resize(before + want, 0);
         let n = match r.read(&mut buf[before..]) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                buf.truncate(before);
+                continue;
+            }
             Err(e) => {
                 buf.truncate(before);
                 return Err(e);
