@@ -325,6 +325,24 @@ impl Config {
         if t.forbidden_burst.count > 10_000 {
             problems.push("detection.token.forbidden_burst.count must be at most 10000".to_owned());
         }
+        if let Some(server) = &self.server
+            && server.ui.enabled
+        {
+            let ui = &server.ui;
+            let mtls = ui.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+            if ui.token.is_none() && ui.token_env.is_none() && ui.token_file.is_none() && !mtls {
+                problems.push(
+                    "server.ui is enabled without a way in: give token, token_env or token_file (or tls.client_ca)"
+                        .to_owned(),
+                );
+            }
+            if !ui.listen.ip().is_loopback() && ui.tls.is_none() {
+                problems.push(format!(
+                    "server.ui.listen {} is not a loopback address: give server.ui.tls (the token and the findings would cross the network in clear)",
+                    ui.listen
+                ));
+            }
+        }
         let d = &self.decode;
         if d.max_event_bytes < 1024
             || d.max_document_bytes < d.max_event_bytes

@@ -18,6 +18,8 @@
 //! - [`config`]: the configuration file, typed and validated.
 //! - [`cli`]: the evidence commands at the CLI edge; [`timespec`]: time
 //!   arguments.
+//! - [`ui`]: the findings console (web pages and JSON API) the daemon
+//!   serves.
 
 pub mod alert;
 pub mod cli;
@@ -37,3 +39,4 @@ pub mod server;
 pub mod source;
 pub mod store;
 pub mod timespec;
+pub mod ui;

@@ -259,7 +259,7 @@ const SILENT_HOURS_LISTED: usize = 10_000;
 /// was blind, or the cluster's audit logging was switched off). A cluster
 /// seen outside the range and not at all inside it is listed too, silent
 /// over the whole range.
-fn coverage_json(
+pub(crate) fn coverage_json(
     rows: &[store::CoverageRow],
     known: &[(String, i64, i64)],
     since: Option<i64>,

@@ -253,11 +253,54 @@ pub struct KafkaSecurity {
 pub struct ServerConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// The findings console (web UI and JSON API); off unless enabled.
+    #[serde(default)]
+    pub ui: UiConfig,
+}
+
+/// The findings console: its own listener (loopback by default), behind a
+/// token (or client certificates with `tls.client_ca`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_ui_listen")]
+    pub listen: SocketAddr,
+    /// The access token (the API's bearer token; the login form's password).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// HTTPS; with `client_ca`, a client certificate signed by it also lets
+    /// a client in without the token.
+    #[serde(default)]
+    pub tls: Option<TlsServer>,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            enabled: false,
+            listen: default_ui_listen(),
+            token: None,
+            token_env: None,
+            token_file: None,
+            tls: None,
+        }
+    }
+}
+
+fn default_ui_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9443))
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
+            ui: UiConfig::default(),
             listen: default_listen(),
         }
     }

@@ -309,6 +309,15 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         .block_on(tokio::net::TcpListener::bind(server_cfg.listen))
         .map_err(|e| DaemonError::Invalid(format!("server.listen {}: {e}", server_cfg.listen)))?;
     let server = runtime.spawn(crate::server::serve(listener, ops, stop_rx.clone()));
+    // The findings console, on its own listener, when enabled.
+    let console = if server_cfg.ui.enabled {
+        let (listener, tls, console) = runtime
+            .block_on(crate::ui::bind(&server_cfg.ui, &storage.path))
+            .map_err(DaemonError::Invalid)?;
+        Some(runtime.spawn(crate::ui::serve(listener, tls, console, stop_rx.clone())))
+    } else {
+        None
+    };
 
     // The sources, each with its own stop signal (a reload may restart
     // one).
@@ -400,6 +409,9 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
         }
     }
     let _ = runtime.block_on(server);
+    if let Some(c) = console {
+        let _ = runtime.block_on(c);
+    }
     if let Ok(mut s) = sources.lock() {
         s.join_tasks(&runtime);
     }

@@ -465,7 +465,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The subject common name of a DER certificate.
-fn common_name(der: &[u8]) -> Option<String> {
+pub(crate) fn common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     cert.subject()
         .iter_common_name()
@@ -474,7 +474,7 @@ fn common_name(der: &[u8]) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn acceptor(t: &crate::config::TlsServer) -> Result<TlsAcceptor, String> {
+pub(crate) fn acceptor(t: &crate::config::TlsServer) -> Result<TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&t.cert)
         .map_err(|e| format!("tls.cert {}: {e}", t.cert.display()))?
         .collect::<Result<_, _>>()

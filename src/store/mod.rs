@@ -57,7 +57,7 @@ pub use batch::{
 pub use chain::{ChainProblem, ChainReport, ProblemKind, ZERO_HASH, canonical_json, link_hash};
 pub use checkpoint::{ChainCheckpoint, CheckpointLine, PruneRecord, check_anchor};
 pub use error::Error;
-pub use outbox::{AlertState, OutboxItem};
+pub use outbox::{AlertState, DeliverySummary, OutboxItem};
 pub use query::{ChainRow, CoverageRow, Filter, StoredFinding};
 pub use retention::{Anchor, PruneReport};
 pub use schema::SCHEMA_VERSION;

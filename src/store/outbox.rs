@@ -277,6 +277,38 @@ impl Store {
     }
 
     /// Alerts not delivered yet (pending), and given up on (dead).
+    /// Per sink: alerts delivered, waiting (to be retried) and dead, and
+    /// the last error recorded (`DeliverySummary`).
+    pub fn delivery_summary(&self) -> Result<Vec<DeliverySummary>, Error> {
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT sink,
+                        COALESCE(SUM(state = 'delivered'), 0),
+                        COALESCE(SUM(state = 'pending' AND attempts > 0), 0),
+                        COALESCE(SUM(state = 'pending' AND attempts = 0), 0),
+                        COALESCE(SUM(state = 'dead'), 0),
+                        (SELECT last_error FROM alert_outbox i WHERE i.sink = o.sink
+                           AND last_error IS NOT NULL ORDER BY next_attempt_at DESC LIMIT 1)
+                 FROM alert_outbox o GROUP BY sink ORDER BY sink",
+            )
+            .map_err(sql("read the outbox"))?;
+        let rows = q
+            .query_map([], |r| {
+                Ok(DeliverySummary {
+                    sink: r.get(0)?,
+                    delivered: r.get::<_, i64>(1)? as u64,
+                    retrying: r.get::<_, i64>(2)? as u64,
+                    waiting: r.get::<_, i64>(3)? as u64,
+                    dead: r.get::<_, i64>(4)? as u64,
+                    last_error: r.get(5)?,
+                })
+            })
+            .map_err(sql("read the outbox"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("read the outbox"))
+    }
+
     pub fn outbox_depth(&self) -> Result<(u64, u64), Error> {
         self.conn
             .query_row(
@@ -286,6 +318,19 @@ impl Store {
             )
             .map_err(sql("count the outbox"))
     }
+}
+
+/// One sink's alerts, by state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeliverySummary {
+    pub sink: String,
+    pub delivered: u64,
+    /// Tried and failed; waiting for the next try.
+    pub retrying: u64,
+    /// Not tried yet.
+    pub waiting: u64,
+    pub dead: u64,
+    pub last_error: Option<String>,
 }
 
 /// This process, as a claim owner: `HOST|BOOT|PIDNS|PID|START`. BOOT (the

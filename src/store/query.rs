@@ -227,6 +227,136 @@ impl Store {
         coverage(&self.conn, since, until)
     }
 
+    /// One page of the findings that match, newest first (by chain
+    /// position): at most `limit`, below `before` when given (keyset
+    /// pagination: the next page starts below the last row's `seq`).
+    pub fn page(
+        &self,
+        filter: &Filter,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredFinding>, Error> {
+        let mut w = Where::default();
+        w.time(filter.since, filter.until);
+        w.any_of("rule_id", &filter.rule);
+        if let Some(s) = filter.min_severity {
+            w.cmp("severity", ">=", Value::Integer(s as i64));
+        }
+        w.any_of("category", &filter.category);
+        w.any_of("cluster", &filter.cluster);
+        w.any_of("user", &filter.user);
+        w.any_of("namespace", &filter.namespace);
+        if let Some(b) = before {
+            w.cmp(
+                "seq",
+                "<",
+                Value::Integer(i64::try_from(b).unwrap_or(i64::MAX)),
+            );
+        }
+        w.params
+            .push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+        let text = format!(
+            "SELECT seq, hash, prev_hash, finding FROM findings {} ORDER BY seq DESC LIMIT ?{}",
+            w.sql(),
+            w.params.len()
+        );
+        self.read_findings(&text, &w.params)
+    }
+
+    /// The finding with id `id`.
+    pub fn finding(&self, id: &str) -> Result<Option<StoredFinding>, Error> {
+        let params = [Value::Text(id.to_owned())];
+        Ok(self
+            .read_findings(
+                "SELECT seq, hash, prev_hash, finding FROM findings WHERE id = ?1",
+                &params,
+            )?
+            .pop())
+    }
+
+    /// Findings near `f` in time (within `window` seconds either side) that
+    /// share its user, its credential id or a source address: what the same
+    /// actor did around it, oldest first, at most `limit`.
+    pub fn related(
+        &self,
+        f: &serde_json::Value,
+        window: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredFinding>, Error> {
+        let Some(t) = f["time"]
+            .as_str()
+            .and_then(crate::timespec::rfc3339_to_unix)
+        else {
+            return Ok(Vec::new());
+        };
+        let id = f["id"].as_str().unwrap_or_default().to_owned();
+        let user = f["user"].as_str().unwrap_or_default().to_owned();
+        let credential = f["details"]["credential_id"]
+            .as_str()
+            .or_else(|| {
+                f["evidence"]["user"]["extra"]["authentication.kubernetes.io/credential-id"][0]
+                    .as_str()
+            })
+            .unwrap_or_default()
+            .to_owned();
+        let ips: Vec<String> = f["source_ips"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ips = serde_json::to_string(&ips).unwrap_or_else(|_| "[]".into());
+        let params = [
+            Value::Integer(t - window),
+            Value::Integer(t + window),
+            Value::Text(id),
+            Value::Text(user),
+            Value::Text(credential),
+            Value::Text(ips),
+            Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ];
+        self.read_findings(
+            "SELECT seq, hash, prev_hash, finding FROM findings
+             WHERE time_unix BETWEEN ?1 AND ?2 AND id != ?3 AND (
+                (?4 != '' AND user = ?4)
+                OR (?5 != '' AND (json_extract(finding, '$.details.credential_id') = ?5
+                    OR json_extract(finding, '$.evidence.user.extra.\"authentication.kubernetes.io/credential-id\"[0]') = ?5))
+                OR EXISTS (SELECT 1 FROM json_each(json_extract(finding, '$.source_ips')) a
+                           JOIN json_each(?6) b ON a.value = b.value))
+             ORDER BY time_unix, seq LIMIT ?7",
+            &params,
+        )
+    }
+
+    fn read_findings(&self, text: &str, params: &[Value]) -> Result<Vec<StoredFinding>, Error> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(text)
+            .map_err(sql("query findings"))?;
+        let mut rows = stmt
+            .query(params_from_iter(params.iter()))
+            .map_err(sql("query findings"))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(sql("query findings"))? {
+            let seq = r.get::<_, i64>(0).map_err(sql("read a finding"))? as u64;
+            let canonical: String = r.get(3).map_err(sql("read a finding"))?;
+            let finding = serde_json::from_str(&canonical).map_err(|e| Error::Corrupt {
+                seq,
+                what: format!("its finding is not JSON: {e}"),
+            })?;
+            out.push(StoredFinding {
+                seq,
+                hash: r.get(1).map_err(sql("read a finding"))?,
+                prev_hash: r.get(2).map_err(sql("read a finding"))?,
+                finding,
+                canonical,
+            });
+        }
+        Ok(out)
+    }
+
     /// Every cluster events ever came from, with the first and last hour
     /// (Unix time) in which any did.
     pub fn coverage_clusters(&self) -> Result<Vec<(String, i64, i64)>, Error> {

@@ -12,6 +12,7 @@ mod kafka;
 mod rules;
 mod scan;
 mod token;
+mod ui;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,325 @@
+//! The console's HTML pages, rendered on the server: the findings list
+//! with its filters, one finding in full, coverage, alert delivery, and
+//! the login form. Every value from the store goes through [`esc`]; the
+//! pages carry no script and one stylesheet, allowed by its hash.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+
+use super::Console;
+use super::api::{self, ApiError};
+
+const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1b1f23}\
+header{background:#1b1f23;color:#fff;padding:.5em 1em;display:flex;gap:1.5em;align-items:center}\
+header a{color:#fff}main{padding:1em}table{border-collapse:collapse;width:100%}\
+td,th{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}\
+pre{background:#f6f8fa;padding:1em;overflow:auto;white-space:pre-wrap;word-break:break-all}\
+form.filters{display:flex;flex-wrap:wrap;gap:.5em;margin-bottom:1em}form.filters input{width:9em}\
+.critical,.high{color:#b00020;font-weight:bold}.medium{color:#b35900}.error{color:#b00020}";
+
+/// The CSP source for [`STYLE`]: `sha256-BASE64`.
+pub fn style_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(STYLE.as_bytes());
+        format!(
+            "sha256-{}",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
+    })
+}
+
+/// HTML-escapes a value for element content and quoted attributes.
+pub fn esc(s: &str) -> String {
+    crate::alert::email::html(s)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn layout(title: &str, body: &str, signed_in: bool) -> String {
+    let nav = if signed_in {
+        "<a href=\"/ui\">Findings</a><a href=\"/ui/coverage\">Coverage</a><a href=\"/ui/deliveries\">Alert delivery</a>\
+         <form method=\"post\" action=\"/ui/logout\"><button>Sign out</button></form>"
+    } else {
+        ""
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · kaudit</title>\
+         <style>{STYLE}</style></head><body><header><strong>kaudit</strong>{nav}</header><main>{body}</main></body></html>",
+        esc(title)
+    )
+}
+
+/// The login form.
+pub fn login(error: Option<&str>) -> String {
+    let error = error.map_or(String::new(), |e| {
+        format!("<p class=\"error\">{}</p>", esc(e))
+    });
+    layout(
+        "Sign in",
+        &format!(
+            "<h1>Sign in</h1>{error}<form method=\"post\" action=\"/ui/login\">\
+             <label>Access token <input type=\"password\" name=\"token\" autocomplete=\"current-password\" required></label> \
+             <button>Sign in</button></form>"
+        ),
+        false,
+    )
+}
+
+/// A page that only says something.
+pub fn message(text: &str) -> String {
+    layout(text, &format!("<p>{}</p>", esc(text)), true)
+}
+
+/// `GET /ui...`.
+pub async fn page(console: &Arc<Console>, path: &str, query: &str) -> Result<String, ApiError> {
+    match path {
+        "/ui" | "/ui/" => findings(console, query).await,
+        "/ui/coverage" => coverage(console, query).await,
+        "/ui/deliveries" => deliveries(console).await,
+        p => match p.strip_prefix("/ui/findings/") {
+            Some(id) => finding(console, id).await,
+            None => Err(ApiError::NotFound),
+        },
+    }
+}
+
+async fn findings(console: &Arc<Console>, query: &str) -> Result<String, ApiError> {
+    let (filter, before, limit) = api::parse_query(query)?;
+    let page = api::list(console, filter, before, limit).await?;
+    // The form keeps what was asked.
+    let asked: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let value = |k: &str| {
+        asked
+            .iter()
+            .find(|(n, _)| n == k)
+            .map_or(String::new(), |(_, v)| esc(v))
+    };
+    let mut b =
+        String::from("<h1>Findings</h1><form class=\"filters\" method=\"get\" action=\"/ui\">");
+    for (name, label) in [
+        ("since", "Since"),
+        ("until", "Until"),
+        ("severity", "Min severity"),
+        ("rule", "Rule"),
+        ("category", "Category"),
+        ("cluster", "Cluster"),
+        ("namespace", "Namespace"),
+        ("user", "User"),
+    ] {
+        let _ = write!(
+            b,
+            "<label>{label} <input name=\"{name}\" value=\"{}\"></label>",
+            value(name)
+        );
+    }
+    b.push_str("<button>Filter</button></form>");
+    b.push_str(
+        "<table><thead><tr><th>Time</th><th>Severity</th><th>Rule</th><th>Cluster</th><th>Namespace</th><th>User</th><th>Summary</th></tr></thead><tbody>",
+    );
+    for r in &page.rows {
+        let f = &r.finding;
+        let sev = text(&f["severity"]);
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/ui/findings/{}\">{}</a></td></tr>",
+            esc(&text(&f["time"])),
+            esc(&sev),
+            esc(&sev),
+            esc(&text(&f["rule_id"])),
+            esc(&text(&f["cluster"])),
+            esc(&text(&f["namespace"])),
+            esc(&text(&f["user"])),
+            esc(&text(&f["id"])),
+            esc(&text(&f["summary"])),
+        );
+    }
+    b.push_str("</tbody></table>");
+    if page.rows.is_empty() {
+        b.push_str("<p>No finding matches.</p>");
+    }
+    if let Some(next) = page.next_before {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in asked.iter().filter(|(k, _)| k != "before") {
+            q.append_pair(k, v);
+        }
+        q.append_pair("before", &next.to_string());
+        let _ = write!(
+            b,
+            "<p><a href=\"/ui?{}\">Older findings</a></p>",
+            esc(&q.finish())
+        );
+    }
+    Ok(layout("Findings", &b, true))
+}
+
+async fn finding(console: &Arc<Console>, id: &str) -> Result<String, ApiError> {
+    let d = api::detail(console, id).await?;
+    let f = &d.stored.finding;
+    let mut b = format!("<h1>{}</h1>", esc(&text(&f["summary"])));
+    b.push_str("<table>");
+    let who = match f["impersonated_user"].as_str() {
+        Some(i) => format!("{} (impersonating {i})", text(&f["user"])),
+        None => text(&f["user"]),
+    };
+    let what = format!(
+        "{} {}{}",
+        text(&f["verb"]),
+        text(&f["resource"]),
+        f["subresource"]
+            .as_str()
+            .map_or(String::new(), |s| format!("/{s}"))
+    );
+    let where_ = format!(
+        "{} / {} / {}",
+        text(&f["cluster"]),
+        text(&f["namespace"]),
+        text(&f["name"])
+    );
+    for (k, v) in [
+        (
+            "Rule",
+            format!("{} ({})", text(&f["rule_id"]), text(&f["rule_title"])),
+        ),
+        ("Severity", text(&f["severity"])),
+        ("Category", text(&f["category"])),
+        ("When", text(&f["time"])),
+        ("Who", who),
+        ("From", text(&f["source_ips"])),
+        ("User agent", text(&f["user_agent"])),
+        ("What", what),
+        ("Where", where_),
+        ("Request", text(&f["request_uri"])),
+        ("Audit ID", text(&f["audit_id"])),
+        ("Chain position", d.stored.seq.to_string()),
+    ] {
+        let _ = write!(b, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
+    }
+    b.push_str("</table><h2>Details</h2>");
+    let _ = write!(
+        b,
+        "<pre>{}</pre>",
+        esc(&serde_json::to_string_pretty(&f["details"]).unwrap_or_default())
+    );
+    b.push_str("<h2>Alerts</h2>");
+    if d.alerts.is_empty() {
+        b.push_str("<p>None.</p>");
+    } else {
+        b.push_str(
+            "<table><tr><th>Sink</th><th>State</th><th>Attempts</th><th>Last error</th></tr>",
+        );
+        for a in &d.alerts {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&a.sink),
+                esc(&a.state),
+                a.attempts,
+                esc(a.last_error.as_deref().unwrap_or(""))
+            );
+        }
+        b.push_str("</table>");
+    }
+    b.push_str("<h2>Related findings</h2><p>Same user, credential id or source address within six hours.</p>");
+    if d.related.is_empty() {
+        b.push_str("<p>None.</p>");
+    } else {
+        b.push_str("<table><tr><th>Time</th><th>Rule</th><th>User</th><th>Summary</th></tr>");
+        for r in &d.related {
+            let g = &r.finding;
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td><a href=\"/ui/findings/{}\">{}</a></td></tr>",
+                esc(&text(&g["time"])),
+                esc(&text(&g["rule_id"])),
+                esc(&text(&g["user"])),
+                esc(&text(&g["id"])),
+                esc(&text(&g["summary"]))
+            );
+        }
+        b.push_str("</table>");
+    }
+    b.push_str("<h2>Evidence (the audit event, redacted)</h2>");
+    let _ = write!(
+        b,
+        "<pre>{}</pre>",
+        esc(&serde_json::to_string_pretty(&f["evidence"]).unwrap_or_default())
+    );
+    Ok(layout("Finding", &b, true))
+}
+
+async fn coverage(console: &Arc<Console>, query: &str) -> Result<String, ApiError> {
+    let c = api::coverage(console, query).await?;
+    let mut b = String::from(
+        "<h1>Coverage</h1><p>Hours in which no event at all arrived from a cluster: kaudit was blind then.</p>\
+         <table><tr><th>Cluster</th><th>Hours with events</th><th>Silent hours</th><th>Silent stretches</th><th>First seen</th><th>Last seen</th></tr>",
+    );
+    if let Some(clusters) = c["clusters"].as_object() {
+        for (name, v) in clusters {
+            let stretches: Vec<String> = v["silent_stretches"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|s| {
+                            format!(
+                                "{} → {} ({} h)",
+                                text(&s["from"]),
+                                text(&s["to"]),
+                                text(&s["hours"])
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(name),
+                esc(&text(&v["hours_with_events"])),
+                esc(&text(&v["silent_hours_total"])),
+                esc(&stretches.join("; ")),
+                esc(&text(&v["ever_first_hour"])),
+                esc(&text(&v["ever_last_hour"])),
+            );
+        }
+    }
+    b.push_str("</table>");
+    Ok(layout("Coverage", &b, true))
+}
+
+async fn deliveries(console: &Arc<Console>) -> Result<String, ApiError> {
+    let sinks = api::deliveries(console).await?;
+    let mut b = String::from(
+        "<h1>Alert delivery</h1><table><tr><th>Sink</th><th>Delivered</th><th>Retrying</th><th>Waiting</th><th>Dead</th><th>Last error</th></tr>",
+    );
+    for s in &sinks {
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+            esc(&s.sink),
+            s.delivered,
+            s.retrying,
+            s.waiting,
+            if s.dead > 0 { "high" } else { "" },
+            s.dead,
+            esc(s.last_error.as_deref().unwrap_or("")),
+        );
+    }
+    b.push_str("</table>");
+    if sinks.is_empty() {
+        b.push_str("<p>No alert was queued.</p>");
+    }
+    Ok(layout("Alert delivery", &b, true))
+}

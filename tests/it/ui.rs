@@ -1,0 +1,256 @@
+//! The findings console end to end: a real daemon serving `/ui` and
+//! `/api` on its own loopback listener, a real HTTP client. Access by
+//! token (bearer, or the login form's session cookie), pagination and
+//! filters, a finding in full, hostile strings escaped, security headers.
+
+use std::process::Command;
+
+use super::daemon::{Daemon, exec_line, free_port};
+use super::*;
+
+const TOKEN: &str = "console-token-0123456789";
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+struct Console {
+    _tmp: tempfile::TempDir,
+    d: Daemon,
+    base: String,
+}
+
+/// A daemon with the console on, fed five exec findings (two by a user
+/// whose name is a script) and a configmap read.
+fn start() -> Console {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let log = dir.join("audit.log");
+    let token = dir.join("ui.token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let (ops, ui) = (free_port(), free_port());
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: prod\nstorage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\", ui: {{enabled: true, listen: \"127.0.0.1:{ui}\", token_file: {}}}}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\n",
+            path_str(&dir.join("k.db")),
+            path_str(&token),
+            path_str(&log)
+        ),
+    )
+    .unwrap();
+    let mut lines: Vec<String> = (0..3).map(|i| exec_line(&format!("u{i}"))).collect();
+    for i in 3..5 {
+        lines.push(exec_line(&format!("u{i}")).replace(
+            "\"username\":\"alice@example.com\"",
+            "\"username\":\"<script>alert(1)</script>\"",
+        ));
+    }
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let d = Daemon::start(&cfg, ops);
+    let base = format!("http://127.0.0.1:{ui}");
+    let c = client();
+    d.wait_for(
+        || {
+            c.get(format!("{base}/api/findings?rule=pod-exec"))
+                .bearer_auth(TOKEN)
+                .send()
+                .ok()
+                .and_then(|r| r.json::<serde_json::Value>().ok())
+                .is_some_and(|v| v["findings"].as_array().is_some_and(|a| a.len() == 5))
+        },
+        "five findings through the API",
+    );
+    Console { _tmp: tmp, d, base }
+}
+
+#[test]
+fn the_api_takes_a_bearer_token_and_pages_newest_first() {
+    let c = start();
+    let http = client();
+    let r = http.get(format!("{}/api/findings", c.base)).send().unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = http
+        .get(format!("{}/api/findings", c.base))
+        .bearer_auth("wrong-token-wrong-token")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Pages of two, newest first, each finding once.
+    let mut seen = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let mut url = format!("{}/api/findings?rule=pod-exec&limit=2", c.base);
+        if let Some(b) = before {
+            url += &format!("&before={b}");
+        }
+        let v: serde_json::Value = http.get(url).bearer_auth(TOKEN).send().unwrap().json().unwrap();
+        let rows = v["findings"].as_array().unwrap();
+        assert!(rows.len() <= 2);
+        for r in rows {
+            seen.push((r["seq"].as_u64().unwrap(), r["audit_id"].clone(), r["id"].as_str().unwrap().to_owned()));
+        }
+        match v["next_before"].as_u64() {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].0 > w[1].0), "newest first: {seen:?}");
+
+    // Filters: another rule, a severity, a user.
+    let v: serde_json::Value = http
+        .get(format!("{}/api/findings?user=alice@example.com&rule=pod-exec", c.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["findings"].as_array().unwrap().len(), 3);
+    let r = http
+        .get(format!("{}/api/findings?severity=extreme", c.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // One finding in full, with its evidence and the same user's others.
+    let id = &seen[4].2;
+    let v: serde_json::Value = http
+        .get(format!("{}/api/findings/{id}", c.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(v["finding"]["id"], id.as_str());
+    assert_eq!(v["finding"]["evidence"]["objectRef"]["subresource"], "exec");
+    assert!(v["related"].as_array().unwrap().len() >= 2, "{v}");
+    let r = http
+        .get(format!("{}/api/findings/nope", c.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    for path in ["/api/coverage", "/api/deliveries"] {
+        let r = http.get(format!("{}{path}", c.base)).bearer_auth(TOKEN).send().unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let cov: serde_json::Value = http
+        .get(format!("{}/api/coverage", c.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(cov["clusters"]["prod"]["hours_with_events"].as_u64().unwrap() >= 1, "{cov}");
+    let api: serde_json::Value = http
+        .get(format!("{}/api/openapi.json", c.base))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api["openapi"], "3.1.0");
+    for p in ["/api/findings", "/api/findings/{id}", "/api/coverage", "/api/deliveries"] {
+        assert!(api["paths"][p].is_object(), "{p}");
+    }
+    c.d.stop();
+}
+
+#[test]
+fn the_pages_sign_in_once_and_escape_what_they_show() {
+    let c = start();
+    let http = client();
+    let r = http.get(format!("{}/ui", c.base)).send().unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/ui/login");
+    // Security headers on every answer, the login page included.
+    let r = http.get(format!("{}/ui/login", c.base)).send().unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("script-src"), "{csp}");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+
+    let r = http
+        .post(format!("{}/ui/login", c.base))
+        .form(&[("token", "not-the-token")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    let r = http
+        .post(format!("{}/ui/login", c.base))
+        .form(&[("token", TOKEN)])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+
+    let page = http
+        .get(format!("{}/ui?rule=pod-exec", c.base))
+        .header("Cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().unwrap();
+    assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{body}");
+    assert!(!body.contains("<script>alert"), "{body}");
+    // The list links to each finding; the finding's page shows its evidence.
+    let link = body
+        .split("href=\"/ui/findings/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    let detail = http
+        .get(format!("{}/ui/findings/{link}", c.base))
+        .header("Cookie", &session)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(detail.contains("Evidence") && detail.contains("&quot;subresource&quot;: &quot;exec&quot;"), "{detail}");
+    assert!(!detail.contains("<script>alert"), "{detail}");
+    for p in ["/ui/coverage", "/ui/deliveries"] {
+        let r = http.get(format!("{}{p}", c.base)).header("Cookie", &session).send().unwrap();
+        assert_eq!(r.status(), 200, "{p}");
+    }
+    // Signed out: the session no longer lets in.
+    let r = http
+        .post(format!("{}/ui/logout", c.base))
+        .header("Cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = http.get(format!("{}/ui", c.base)).header("Cookie", &session).send().unwrap();
+    assert_eq!(r.status(), 303);
+    c.d.stop();
+}
+
+#[test]
+fn a_console_reachable_from_the_network_needs_tls_and_a_way_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("k.yaml");
+    std::fs::write(
+        &cfg,
+        "storage: {path: /tmp/k.db}\nserver: {ui: {enabled: true, listen: \"0.0.0.0:9443\"}}\nsources: [{type: stdin}]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kaudit"))
+        .args(["check", "--config", &path_str(&cfg)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("server.ui is enabled without a way in"), "{err}");
+    assert!(err.contains("not a loopback address"), "{err}");
+}
