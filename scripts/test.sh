@@ -36,6 +36,15 @@ if [ ! -x "$HOME/.cache/kaudit-venv/bin/python" ] || ! "$HOME/.cache/kaudit-venv
   "$HOME/.cache/kaudit-venv/bin/pip" install --quiet aiosmtpd==1.4.6
 fi
 
+# A real browser for the findings console's end-to-end test: Debian's
+# chromium and chromedriver (no browser download), installed once.
+if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q chromium chromium-driver >/dev/null
+fi
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -90,11 +90,21 @@ fn the_api_takes_a_bearer_token_and_pages_newest_first() {
         if let Some(b) = before {
             url += &format!("&before={b}");
         }
-        let v: serde_json::Value = http.get(url).bearer_auth(TOKEN).send().unwrap().json().unwrap();
+        let v: serde_json::Value = http
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
         let rows = v["findings"].as_array().unwrap();
         assert!(rows.len() <= 2);
         for r in rows {
-            seen.push((r["seq"].as_u64().unwrap(), r["audit_id"].clone(), r["id"].as_str().unwrap().to_owned()));
+            seen.push((
+                r["seq"].as_u64().unwrap(),
+                r["audit_id"].clone(),
+                r["id"].as_str().unwrap().to_owned(),
+            ));
         }
         match v["next_before"].as_u64() {
             Some(b) => before = Some(b),
@@ -102,11 +112,17 @@ fn the_api_takes_a_bearer_token_and_pages_newest_first() {
         }
     }
     assert_eq!(seen.len(), 5, "{seen:?}");
-    assert!(seen.windows(2).all(|w| w[0].0 > w[1].0), "newest first: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0].0 > w[1].0),
+        "newest first: {seen:?}"
+    );
 
     // Filters: another rule, a severity, a user.
     let v: serde_json::Value = http
-        .get(format!("{}/api/findings?user=alice@example.com&rule=pod-exec", c.base))
+        .get(format!(
+            "{}/api/findings?user=alice@example.com&rule=pod-exec",
+            c.base
+        ))
         .bearer_auth(TOKEN)
         .send()
         .unwrap()
@@ -140,7 +156,11 @@ fn the_api_takes_a_bearer_token_and_pages_newest_first() {
     assert_eq!(r.status(), 404);
 
     for path in ["/api/coverage", "/api/deliveries"] {
-        let r = http.get(format!("{}{path}", c.base)).bearer_auth(TOKEN).send().unwrap();
+        let r = http
+            .get(format!("{}{path}", c.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
     let cov: serde_json::Value = http
@@ -150,7 +170,13 @@ fn the_api_takes_a_bearer_token_and_pages_newest_first() {
         .unwrap()
         .json()
         .unwrap();
-    assert!(cov["clusters"]["prod"]["hours_with_events"].as_u64().unwrap() >= 1, "{cov}");
+    assert!(
+        cov["clusters"]["prod"]["hours_with_events"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{cov}"
+    );
     let api: serde_json::Value = http
         .get(format!("{}/api/openapi.json", c.base))
         .send()
@@ -158,7 +184,12 @@ fn the_api_takes_a_bearer_token_and_pages_newest_first() {
         .json()
         .unwrap();
     assert_eq!(api["openapi"], "3.1.0");
-    for p in ["/api/findings", "/api/findings/{id}", "/api/coverage", "/api/deliveries"] {
+    for p in [
+        "/api/findings",
+        "/api/findings/{id}",
+        "/api/coverage",
+        "/api/deliveries",
+    ] {
         assert!(api["paths"][p].is_object(), "{p}");
     }
     c.d.stop();
@@ -173,9 +204,18 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
     assert_eq!(r.headers()["location"], "/ui/login");
     // Security headers on every answer, the login page included.
     let r = http.get(format!("{}/ui/login", c.base)).send().unwrap();
-    let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
-    assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{csp}");
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("script-src"), "{csp}");
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("script-src"),
+        "{csp}"
+    );
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 
     let r = http
@@ -192,7 +232,10 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
         .unwrap();
     assert_eq!(r.status(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
     let session = cookie.split(';').next().unwrap().to_owned();
 
     let page = http
@@ -202,7 +245,10 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
         .unwrap();
     assert_eq!(page.status(), 200);
     let body = page.text().unwrap();
-    assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{body}");
+    assert!(
+        body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{body}"
+    );
     assert!(!body.contains("<script>alert"), "{body}");
     // The list links to each finding; the finding's page shows its evidence.
     let link = body
@@ -218,10 +264,17 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
         .unwrap()
         .text()
         .unwrap();
-    assert!(detail.contains("Evidence") && detail.contains("&quot;subresource&quot;: &quot;exec&quot;"), "{detail}");
+    assert!(
+        detail.contains("Evidence") && detail.contains("&quot;subresource&quot;: &quot;exec&quot;"),
+        "{detail}"
+    );
     assert!(!detail.contains("<script>alert"), "{detail}");
     for p in ["/ui/coverage", "/ui/deliveries"] {
-        let r = http.get(format!("{}{p}", c.base)).header("Cookie", &session).send().unwrap();
+        let r = http
+            .get(format!("{}{p}", c.base))
+            .header("Cookie", &session)
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 200, "{p}");
     }
     // Signed out: the session no longer lets in.
@@ -231,7 +284,11 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 303);
-    let r = http.get(format!("{}/ui", c.base)).header("Cookie", &session).send().unwrap();
+    let r = http
+        .get(format!("{}/ui", c.base))
+        .header("Cookie", &session)
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 303);
     c.d.stop();
 }
@@ -251,6 +308,197 @@ fn a_console_reachable_from_the_network_needs_tls_and_a_way_in() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("server.ui is enabled without a way in"), "{err}");
+    assert!(
+        err.contains("server.ui is enabled without a way in"),
+        "{err}"
+    );
     assert!(err.contains("not a loopback address"), "{err}");
+}
+
+/// A minimal W3C WebDriver client over chromedriver (Debian's chromium and
+/// chromium-driver, installed by scripts/test.sh).
+struct Browser {
+    driver: std::process::Child,
+    base: String,
+    session: String,
+    http: reqwest::blocking::Client,
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    fn start() -> Browser {
+        assert!(
+            Path::new("/usr/bin/chromedriver").exists(),
+            "chromedriver is not installed: scripts/test.sh installs chromium and chromium-driver"
+        );
+        let port = free_port();
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::blocking::Client::new();
+        let start = std::time::Instant::now();
+        while http.get(format!("{base}/status")).send().is_err() {
+            assert!(start.elapsed().as_secs() < 30, "chromedriver did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let v: serde_json::Value = http
+            .post(format!("{base}/session"))
+            .json(&serde_json::json!({"capabilities": {"alwaysMatch": {
+                "browserName": "chrome",
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+                }
+            }}}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {v}"))
+            .to_owned();
+        Browser {
+            driver,
+            base,
+            session,
+            http,
+        }
+    }
+
+    fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let url = format!("{}/session/{}{path}", self.base, self.session);
+        let mut req = self.http.request(method.clone(), url);
+        if method == reqwest::Method::POST {
+            req = req.json(&body);
+        }
+        let v: serde_json::Value = req.send().unwrap().json().unwrap();
+        assert!(v["value"]["error"].is_null(), "{path}: {v}");
+        v["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.call(
+            reqwest::Method::POST,
+            "/url",
+            serde_json::json!({"url": url}),
+        );
+    }
+
+    fn url(&self) -> String {
+        self.call(reqwest::Method::GET, "/url", serde_json::Value::Null)
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn find_all(&self, css: &str) -> Vec<String> {
+        self.call(
+            reqwest::Method::POST,
+            "/elements",
+            serde_json::json!({"using": "css selector", "value": css}),
+        )
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[ELEMENT].as_str().unwrap().to_owned())
+        .collect()
+    }
+
+    fn find(&self, css: &str) -> String {
+        self.find_all(css)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no element {css}"))
+    }
+
+    fn text(&self, el: &str) -> String {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/element/{el}/text"),
+            serde_json::Value::Null,
+        )
+        .as_str()
+        .unwrap()
+        .to_owned()
+    }
+
+    fn type_into(&self, el: &str, text: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/value"),
+            serde_json::json!({"text": text}),
+        );
+    }
+
+    fn click(&self, el: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{el}/click"),
+            serde_json::json!({}),
+        );
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self
+            .http
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .send();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// In a real (headless) browser: sign in, the list loads, a filter narrows
+/// it, a finding opens with its evidence, attacker strings stay text (an
+/// executed script would leave an alert open and fail the next command).
+#[test]
+fn a_real_browser_signs_in_filters_and_opens_a_finding() {
+    let c = start();
+    let b = Browser::start();
+    b.go(&format!("{}/ui", c.base));
+    assert!(b.url().ends_with("/ui/login"), "{}", b.url());
+    let input = b.find("input[name=token]");
+    b.type_into(&input, TOKEN);
+    b.click(&b.find("form[action='/ui/login'] button"));
+    assert!(b.url().ends_with("/ui"), "{}", b.url());
+    let all = b.find_all("tbody tr").len();
+    assert!(all > 5, "{all} rows");
+    let page = b.text(&b.find("table"));
+    assert!(page.contains("<script>alert(1)</script>"), "{page}");
+
+    let rule = b.find("input[name=rule]");
+    b.type_into(&rule, "pod-exec");
+    b.click(&b.find("form.filters button"));
+    assert!(b.url().contains("rule=pod-exec"), "{}", b.url());
+    let rows = b.find_all("tbody tr");
+    assert_eq!(rows.len(), 5);
+
+    b.click(&b.find("tbody tr a"));
+    assert!(b.url().contains("/ui/findings/"), "{}", b.url());
+    let evidence: Vec<String> = b.find_all("pre").iter().map(|e| b.text(e)).collect();
+    assert!(
+        evidence
+            .iter()
+            .any(|t| t.contains("\"subresource\": \"exec\"")),
+        "{evidence:?}"
+    );
+
+    b.click(&b.find("form[action='/ui/logout'] button"));
+    assert!(b.url().ends_with("/ui/login"), "{}", b.url());
+    b.go(&format!("{}/ui", c.base));
+    assert!(b.url().ends_with("/ui/login"), "signed out: {}", b.url());
+    c.d.stop();
 }
