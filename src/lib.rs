@@ -20,8 +20,11 @@
 //!   arguments.
 //! - [`ui`]: the findings console (web pages and JSON API) the daemon
 //!   serves.
+//! - [`bench`]: `kaudit bench`: the deterministic benchmark corpus and the
+//!   throughput, memory and recall measurements.
 
 pub mod alert;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;

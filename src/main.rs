@@ -194,6 +194,12 @@ enum Command {
         #[arg(long = "rules", value_name = "PATH")]
         rule_paths: Vec<PathBuf>,
     },
+    /// Benchmark: generate the deterministic audit corpus, measure
+    /// throughput, peak memory and the recall of planted attacks.
+    Bench {
+        #[command(subcommand)]
+        command: kaudit::cli::bench::BenchCommand,
+    },
 }
 
 #[derive(clap::Args)]
@@ -295,6 +301,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 SilenceCommand::List { db, all } => kaudit::cli::silence::list(&db, all)?,
                 SilenceCommand::Expire { db, id } => kaudit::cli::silence::expire(&db, id)?,
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { command } => {
+            kaudit::cli::bench::run(command)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config, rule_paths } => {

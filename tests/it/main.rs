@@ -3,6 +3,7 @@
 //! ../shared/peers.
 
 mod alerts;
+mod bench;
 mod daemon;
 mod deploy;
 mod docs;
