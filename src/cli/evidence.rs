@@ -185,11 +185,48 @@ pub fn export(
                 .with_context(|| format!("cannot use the signing key {}", p.display()))
         })
         .transpose()?;
+    let signed = signing_key.is_some();
+    let (rows, chain) = bundle(
+        &store,
+        &filter,
+        filters.to_json(),
+        formats,
+        signing_key,
+        out_dir,
+    )?;
+    println!(
+        "kaudit export: {} findings, {} chain rows in range, written to {}{}",
+        rows,
+        chain,
+        out_dir.display(),
+        if signed { " (signed)" } else { " (unsigned)" }
+    );
+    if tar {
+        let archive = PathBuf::from(format!("{}.tar.gz", out_dir.display()));
+        export::pack(out_dir, &archive)?;
+        println!("kaudit export: packed into {}", archive.display());
+    }
+    Ok(())
+}
+
+/// Writes the evidence bundle of the findings `filter` selects into
+/// `out_dir` (the CLI's `export` and the console's download): one store
+/// snapshot (rows, chain, verification, coverage and triage), refused when
+/// the store fails verification. Returns the numbers of findings and of
+/// chain rows in the range.
+pub fn bundle(
+    store: &store::Store,
+    filter: &store::Filter,
+    filters_json: serde_json::Value,
+    formats: &[export::Format],
+    signing_key: Option<ed25519_dalek::SigningKey>,
+    out_dir: &Path,
+) -> anyhow::Result<(usize, usize)> {
     // One snapshot: the rows, the chain, its verification and the coverage
     // must describe the same database even while a scan commits.
-    let (rows, chain, report, coverage, clusters) = store.read_snapshot(|store| {
+    let (rows, chain, report, coverage, clusters, triage) = store.read_snapshot(|store| {
         let rows: Vec<ExportRow> = store
-            .query(&filter, None)?
+            .query(filter, None)?
             .into_iter()
             .map(|r| ExportRow {
                 seq: r.seq,
@@ -202,7 +239,12 @@ pub fn export(
         let report = store.verify_chain()?;
         let coverage = store.coverage(filter.since, filter.until)?;
         let clusters = store.coverage_clusters()?;
-        Ok::<_, store::Error>((rows, chain, report, coverage, clusters))
+        let ids: Vec<&str> = rows
+            .iter()
+            .filter_map(|r| r.finding["id"].as_str())
+            .collect();
+        let triage = store.triage_of(&ids)?;
+        Ok::<_, store::Error>((rows, chain, report, coverage, clusters, triage))
     })?;
     if let Some(p) = &report.problem {
         bail!(
@@ -219,36 +261,34 @@ pub fn export(
             export::Format::Ocsf,
         ];
     }
+    let triage = triage
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "finding_id": t.finding_id,
+                "action": t.action.as_str(),
+                "comment": t.comment,
+                "actor": t.actor,
+                "at": timespec::unix_to_rfc3339(t.at),
+                "silence_id": t.silence_id,
+            })
+        })
+        .collect();
     let req = ExportRequest {
         out_dir: out_dir.to_path_buf(),
         formats,
-        filters: filters.to_json(),
+        filters: filters_json,
         since: filter.since,
         until: filter.until,
         chain_head: report.head.clone(),
         coverage,
         signing_key,
         kaudit_version: env!("CARGO_PKG_VERSION").to_owned(),
+        triage,
     };
     export::export(&rows, &chain, &req)
         .with_context(|| format!("cannot export to {}", out_dir.display()))?;
-    println!(
-        "kaudit export: {} findings, {} chain rows in range, written to {}{}",
-        rows.len(),
-        chain.len(),
-        out_dir.display(),
-        if req.signing_key.is_some() {
-            " (signed)"
-        } else {
-            " (unsigned)"
-        }
-    );
-    if tar {
-        let archive = PathBuf::from(format!("{}.tar.gz", out_dir.display()));
-        export::pack(out_dir, &archive)?;
-        println!("kaudit export: packed into {}", archive.display());
-    }
-    Ok(())
+    Ok((rows.len(), chain.len()))
 }
 
 /// Silent hours listed one by one at most (the stretches are complete).

@@ -278,6 +278,10 @@ pub struct UiConfig {
     /// a client in without the token.
     #[serde(default)]
     pub tls: Option<TlsServer>,
+    /// The Ed25519 key (`kaudit keygen`) that signs bundles exported from
+    /// the console; unsigned without it.
+    #[serde(default)]
+    pub sign_key: Option<PathBuf>,
 }
 
 impl Default for UiConfig {
@@ -289,6 +293,7 @@ impl Default for UiConfig {
             token_env: None,
             token_file: None,
             tls: None,
+            sign_key: None,
         }
     }
 }

@@ -17,6 +17,7 @@
 //! | `findings.csv` | the same findings for spreadsheets, formula-escaped ([`csv`]) |
 //! | `findings.ocsf.jsonl` | OCSF 1.2.0 Detection Findings ([`ocsf`]) |
 //! | `chain.jsonl` | every chain row in the time range: seq, hash, prev_hash, cluster, rule_id, time, and the `findings.jsonl` line of those exported ([`jsonl`]) |
+//! | `triage.jsonl` | what people did about the exported findings (acknowledged, false positive, silenced, reopened), by whom, when and why; when there is any |
 //! | `README.md` | for the auditor: what the bundle proves and how to check it |
 //! | `manifest.json` | filters, time range, counts, chain head, sha256 of every other file, version, export time, coverage ([`manifest`]) |
 //! | `manifest.sig` | base64 Ed25519 signature over the exact `manifest.json` bytes, when a key was given |
@@ -53,6 +54,7 @@ pub const FINDINGS_OCSF: &str = "findings.ocsf.jsonl";
 pub const CHAIN_JSONL: &str = "chain.jsonl";
 /// The auditor's guide.
 pub const README_MD: &str = "README.md";
+pub const TRIAGE_JSONL: &str = "triage.jsonl";
 /// What the bundle holds, with the digest of every other file.
 pub const MANIFEST_JSON: &str = "manifest.json";
 /// The base64 Ed25519 signature of `manifest.json`.
@@ -128,6 +130,10 @@ pub struct ExportRequest {
     pub coverage: serde_json::Value,
     pub signing_key: Option<ed25519_dalek::SigningKey>,
     pub kaudit_version: String,
+    /// Triage of the exported findings (who acknowledged, called a false
+    /// positive or silenced what, when and why), one JSON object each:
+    /// written to `triage.jsonl` when there is any.
+    pub triage: Vec<serde_json::Value>,
 }
 
 /// What went wrong while exporting, packing or reading a bundle.
@@ -269,6 +275,17 @@ pub fn export(
         put(FINDINGS_OCSF, &out)?;
     }
     put(README_MD, README_TEXT.as_bytes())?;
+    if !req.triage.is_empty() {
+        let mut out = Vec::new();
+        for t in &req.triage {
+            serde_json::to_writer(&mut out, t).map_err(|source| Error::Json {
+                what: "a triage record",
+                source,
+            })?;
+            out.push(b'\n');
+        }
+        put(TRIAGE_JSONL, &out)?;
+    }
 
     let findings: Vec<&serde_json::Value> = rows.iter().map(|r| &r.finding).collect();
     let m = manifest::build(manifest::Inputs {
@@ -440,6 +457,7 @@ pub(crate) mod tests {
             coverage: json!({"prod-eu-1": {"2026-07-01T10": {"events": 1000, "malformed": 0}}}),
             signing_key: key,
             kaudit_version: "0.1.0".into(),
+            triage: Vec::new(),
         }
     }
 

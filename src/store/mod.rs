@@ -45,6 +45,7 @@ mod schema;
 mod silence;
 #[cfg(test)]
 pub(crate) mod testutil;
+mod triage;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,6 +63,7 @@ pub use query::{ChainRow, CoverageRow, Filter, StoredFinding};
 pub use retention::{Anchor, PruneReport};
 pub use schema::SCHEMA_VERSION;
 pub use silence::Silence;
+pub use triage::{Triage, TriageAction};
 
 /// How long a write waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

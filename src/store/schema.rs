@@ -156,6 +156,20 @@ ALTER TABLE alert_outbox ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE alert_outbox ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
 "#,
+    // 7: triage of findings (the console): who did what to a finding, when,
+    // and why. Findings themselves never change (the chain hashes them).
+    r#"
+CREATE TABLE triage (
+    id         INTEGER PRIMARY KEY,
+    finding_id TEXT NOT NULL REFERENCES findings (id) ON DELETE CASCADE,
+    action     TEXT NOT NULL CHECK (action IN ('acknowledge', 'false_positive', 'silence', 'reopen')),
+    comment    TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    silence_id INTEGER
+);
+CREATE INDEX triage_finding ON triage (finding_id, id);
+"#,
 ];
 
 /// The schema version this kaudit writes.

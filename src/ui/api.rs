@@ -1,7 +1,9 @@
 //! The console's JSON API: findings (filtered, newest first, keyset
-//! pages), one finding in full with its related findings and alert
-//! states, coverage, and alert delivery per sink. The HTML pages read the
-//! same functions. [`openapi`] describes it.
+//! pages), one finding in full with its related findings, alert states
+//! and triage, coverage, alert delivery per sink; and its actions: triage
+//! (acknowledge, false positive, a silence made from a finding, reopen),
+//! and the signed evidence bundle of a filter. The HTML pages use the same
+//! functions. [`openapi`] describes it.
 
 use std::sync::Arc;
 
@@ -37,6 +39,7 @@ pub struct Detail {
     pub stored: StoredFinding,
     pub related: Vec<StoredFinding>,
     pub alerts: Vec<crate::store::AlertState>,
+    pub triage: Vec<crate::store::Triage>,
 }
 
 /// The query string as a filter, the page start and size.
@@ -67,7 +70,12 @@ pub fn parse_query(query: &str) -> Result<(Filter, Option<u64>, usize), ApiError
             "severity" => f.min_severity = Some(v.parse::<Severity>().map_err(ApiError::Bad)?),
             "rule" => list(&mut f.rule),
             "category" => list(&mut f.category),
-            "cluster" => list(&mut f.cluster),
+            "cluster" => {
+                list(&mut f.cluster);
+                for c in &mut f.cluster {
+                    c.make_ascii_lowercase();
+                }
+            }
             "namespace" => list(&mut f.namespace),
             "user" => list(&mut f.user),
             "before" => {
@@ -119,10 +127,12 @@ pub async fn detail(console: &Arc<Console>, id: &str) -> Result<Detail, ApiError
             };
             let related = s.related(&stored.finding, RELATED_WINDOW, RELATED_MAX)?;
             let alerts = s.alert_states(&id)?;
+            let triage = s.triage_of(&[id.as_str()])?;
             Ok(Some(Detail {
                 stored,
                 related,
                 alerts,
+                triage,
             }))
         })
         .await
@@ -149,6 +159,206 @@ pub async fn deliveries(
         .with_store(|s| s.delivery_summary())
         .await
         .map_err(ApiError::Store)
+}
+
+/// A triage record as the API shows it.
+pub fn triage_view(t: &crate::store::Triage) -> Value {
+    json!({
+        "action": t.action.as_str(),
+        "comment": t.comment,
+        "actor": t.actor,
+        "at": crate::timespec::unix_to_rfc3339(t.at),
+        "silence_id": t.silence_id,
+    })
+}
+
+/// `s` without control characters, trimmed, at most `max` characters.
+pub fn clean(s: &str, max: usize) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .chars()
+        .take(max)
+        .collect()
+}
+
+/// Silences made from a finding last this long unless asked otherwise.
+const SILENCE_DEFAULT: i64 = 7 * 86_400;
+
+/// Records triage on finding `id`: `action` (acknowledge, false_positive,
+/// silence, reopen), `comment` (required), and for a silence `silence_for`
+/// (a duration, default 7d): a silence of the finding's rule, cluster and
+/// user (and namespace) until then. Returns the record.
+pub async fn triage(
+    console: &Arc<Console>,
+    id: &str,
+    form: &std::collections::HashMap<String, String>,
+    actor: &str,
+) -> Result<crate::store::Triage, ApiError> {
+    use crate::store::{Silence, Triage, TriageAction};
+    let action = form
+        .get("action")
+        .and_then(|a| TriageAction::parse(a))
+        .ok_or_else(|| {
+            ApiError::Bad("action: acknowledge, false_positive, silence or reopen".into())
+        })?;
+    let comment = clean(form.get("comment").map_or("", String::as_str), 2000);
+    if comment.is_empty() {
+        return Err(ApiError::Bad("comment: say why".into()));
+    }
+    let actor = clean(actor, 100);
+    if actor.is_empty() {
+        return Err(ApiError::Bad("actor: who is doing this".into()));
+    }
+    let until = match form
+        .get("silence_for")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        Some(d) => crate::config::parse_duration(d)
+            .map_err(|e| ApiError::Bad(format!("silence_for: {e}")))?,
+        None => SILENCE_DEFAULT,
+    };
+    let id = id.to_owned();
+    console
+        .with_store(move |s| {
+            let Some(stored) = s.finding(&id)? else {
+                return Ok(None);
+            };
+            let now = crate::timespec::now();
+            let f = &stored.finding;
+            let silence_id = if action == TriageAction::Silence {
+                let text = |k: &str| f[k].as_str().filter(|v| !v.is_empty()).map(str::to_owned);
+                Some(s.add_silence(&Silence {
+                    rule: text("rule_id"),
+                    cluster: text("cluster"),
+                    namespace: text("namespace"),
+                    user: text("user"),
+                    expires_at: now + until,
+                    comment: format!("from finding {id}: {comment}"),
+                    created_by: actor.clone(),
+                    created_at: now,
+                    ..Silence::default()
+                })?)
+            } else {
+                None
+            };
+            let mut t = Triage {
+                id: 0,
+                finding_id: id.clone(),
+                action,
+                comment,
+                actor,
+                at: now,
+                silence_id,
+            };
+            t.id = s.add_triage(&t)?;
+            tracing::info!(finding = %id, action = action.as_str(), actor = %t.actor, "console: triage");
+            Ok(Some(t))
+        })
+        .await
+        .map_err(ApiError::Store)?
+        .ok_or(ApiError::NotFound)
+}
+
+/// `POST /api/findings/{id}/triage` with a JSON body (`action`,
+/// `comment`, `actor` unless the caller is known, `silence_for`).
+pub async fn triage_json(
+    console: &Arc<Console>,
+    id: &str,
+    body: &[u8],
+    actor: Option<String>,
+) -> Result<Value, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::Bad(format!("the body is not JSON: {e}")))?;
+    let mut form = std::collections::HashMap::new();
+    for k in ["action", "comment", "silence_for", "actor"] {
+        if let Some(s) = v[k].as_str() {
+            form.insert(k.to_owned(), s.to_owned());
+        }
+    }
+    let actor = actor
+        .or_else(|| form.get("actor").cloned())
+        .ok_or_else(|| ApiError::Bad("actor: who is doing this".into()))?;
+    let t = triage(console, id, &form, &actor).await?;
+    Ok(triage_view(&t))
+}
+
+/// The evidence bundle of a filter (the query string of the findings
+/// list, plus `format` lists), packed as `.tar.gz`: its file name and
+/// bytes. Signed with `server.ui.sign_key` when set.
+pub async fn export(console: &Arc<Console>, query: &str) -> Result<(String, Vec<u8>), ApiError> {
+    let (filter, _, _) = parse_query(query)?;
+    let mut formats = Vec::new();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k == "format" {
+            for f in v.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+                formats.push(match f {
+                    "jsonl" => crate::export::Format::Jsonl,
+                    "csv" => crate::export::Format::Csv,
+                    "ocsf" => crate::export::Format::Ocsf,
+                    other => {
+                        return Err(ApiError::Bad(format!(
+                            "format {other:?}: jsonl, csv or ocsf"
+                        )));
+                    }
+                });
+            }
+        }
+    }
+    // The filters as given, in the shape `kaudit export` records (the
+    // verifier reads them back).
+    let given = |k: &str| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(n, v)| n == k && !v.trim().is_empty())
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    let asked = json!({
+        "since": given("since"), "until": given("until"), "rule": filter.rule,
+        "severity": filter.min_severity, "category": filter.category, "cluster": filter.cluster,
+        "user": filter.user, "namespace": filter.namespace,
+    });
+    let key = console.signing_key.clone();
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let name = format!("kaudit-evidence-{stamp}");
+    let scratch = std::env::temp_dir().join(format!(
+        "kaudit-console-{}-{}",
+        std::process::id(),
+        hex::encode(rand_bytes())
+    ));
+    let dir = scratch.join(&name);
+    let archive = scratch.join(format!("{name}.tar.gz"));
+    let (d, a) = (dir.clone(), archive.clone());
+    let result = console
+        .with_store_any(move |s| {
+            crate::cli::evidence::bundle(s, &filter, asked, &formats, key, &d)
+                .map_err(|e| format!("{e:#}"))?;
+            crate::export::pack(&d, &a).map_err(|e| e.to_string())?;
+            let bytes = std::fs::read(&a).map_err(|e| e.to_string())?;
+            if bytes.len() > MAX_DOWNLOAD {
+                return Err(format!(
+                    "the bundle is {} MB, more than the console hands out ({} MB): use `kaudit export` on the host",
+                    bytes.len() >> 20,
+                    MAX_DOWNLOAD >> 20
+                ));
+            }
+            Ok(bytes)
+        })
+        .await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let bytes = result.map_err(ApiError::Store)?;
+    Ok((format!("{name}.tar.gz"), bytes))
+}
+
+/// The largest bundle the console hands out (it is held in memory).
+const MAX_DOWNLOAD: usize = 256 << 20;
+
+fn rand_bytes() -> [u8; 8] {
+    use rand_core::RngCore;
+    let mut b = [0u8; 8];
+    rand_core::OsRng.fill_bytes(&mut b);
+    b
 }
 
 /// A finding's row in a list.
@@ -194,6 +404,7 @@ pub async fn answer(console: &Arc<Console>, path: &str, query: &str) -> Result<V
                     "sink": a.sink, "state": a.state, "attempts": a.attempts,
                     "last_error": a.last_error, "repeats": a.repeats,
                 })).collect::<Vec<_>>(),
+                "triage": d.triage.iter().map(triage_view).collect::<Vec<_>>(),
             }))
         }
     }

@@ -12,11 +12,15 @@
 //! they render ([`pages`]), and every answer carries a strict
 //! Content-Security-Policy (no script, the one stylesheet by hash),
 //! `X-Content-Type-Options: nosniff`, `frame-ancestors 'none'` and
-//! `Cache-Control: no-store`. This module owns the listener, access and
-//! routing; [`api`] the JSON answers; [`pages`] the HTML.
+//! `Cache-Control: no-store`. Changes (triage) are POSTs a page of another
+//! site cannot make: the session cookie is `SameSite=Strict`, and a request
+//! that says it comes from another site is refused. This module owns the
+//! listener and sessions; `routes` access and routing; [`api`] the JSON
+//! answers and the triage and export actions; [`pages`] the HTML.
 
 pub mod api;
 pub mod pages;
+mod routes;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,11 +28,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -48,10 +49,12 @@ pub struct Console {
     /// One read connection, used from blocking tasks.
     store: Mutex<Store>,
     token: Option<Secret>,
-    /// Session id → expiry (Unix seconds).
-    sessions: Mutex<HashMap<String, i64>>,
+    /// Session id → (expiry in Unix seconds, who signed in).
+    sessions: Mutex<HashMap<String, (i64, String)>>,
     /// Cookies marked `Secure` (served over HTTPS).
     secure: bool,
+    /// Signs exported bundles.
+    signing_key: Option<ed25519_dalek::SigningKey>,
 }
 
 impl Console {
@@ -74,11 +77,20 @@ impl Console {
                     .into(),
             );
         }
+        let signing_key = cfg
+            .sign_key
+            .as_deref()
+            .map(|p| {
+                crate::store::keys::read_signing_key(p)
+                    .map_err(|e| format!("server.ui.sign_key {}: {e}", p.display()))
+            })
+            .transpose()?;
         Ok(Console {
             store: Mutex::new(Store::open(db).map_err(|e| e.to_string())?),
             token,
             sessions: Mutex::new(HashMap::new()),
             secure: cfg.tls.is_some(),
+            signing_key,
         })
     }
 
@@ -99,35 +111,57 @@ impl Console {
         .map_err(|e| e.to_string())?
     }
 
+    /// Runs `f` on the store off the async threads; `f`'s errors are
+    /// messages.
+    async fn with_store_any<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let store = me
+                .store
+                .lock()
+                .map_err(|_| "the store connection is unusable".to_owned())?;
+            f(&store)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     fn token_matches(&self, given: &str) -> bool {
         self.token
             .as_ref()
             .is_some_and(|t| constant_time_eq(given.as_bytes(), t.expose().as_bytes()))
     }
 
-    fn new_session(&self) -> String {
+    fn new_session(&self, actor: String) -> String {
         use rand_core::RngCore;
         let mut bytes = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut bytes);
         let id = hex::encode(bytes);
         let now = crate::timespec::now();
         if let Ok(mut s) = self.sessions.lock() {
-            s.retain(|_, exp| *exp > now);
+            s.retain(|_, (exp, _)| *exp > now);
             if s.len() >= MAX_SESSIONS
-                && let Some(oldest) = s.iter().min_by_key(|(_, e)| **e).map(|(k, _)| k.clone())
+                && let Some(oldest) = s.iter().min_by_key(|(_, e)| e.0).map(|(k, _)| k.clone())
             {
                 s.remove(&oldest);
             }
-            s.insert(id.clone(), now + SESSION_SECS);
+            s.insert(id.clone(), (now + SESSION_SECS, actor));
         }
         id
     }
 
-    fn session_valid(&self, id: &str) -> bool {
+    /// Who signed in with session `id`, while it lasts.
+    fn session_actor(&self, id: &str) -> Option<String> {
         let now = crate::timespec::now();
         self.sessions
             .lock()
-            .is_ok_and(|s| s.get(id).is_some_and(|exp| *exp > now))
+            .ok()?
+            .get(id)
+            .filter(|(exp, _)| *exp > now)
+            .map(|(_, a)| a.clone())
     }
 
     fn end_session(&self, id: &str) {
@@ -177,29 +211,35 @@ pub async fn serve(
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(conn)).await
                     {
                         Ok(Ok(stream)) => {
+                            // Verified against tls.client_ca by the handshake.
                             let cert = stream
                                 .get_ref()
                                 .1
                                 .peer_certificates()
-                                .is_some_and(|c| !c.is_empty());
+                                .and_then(|c| c.first())
+                                .map(|c| {
+                                    crate::source::webhook::common_name(c.as_ref())
+                                        .unwrap_or_else(|| "client certificate".into())
+                                });
                             serve_conn(TokioIo::new(stream), console, cert).await;
                         }
                         _ => tracing::debug!(%peer, "console TLS handshake refused"),
                     }
                 }
-                None => serve_conn(TokioIo::new(conn), console, false).await,
+                None => serve_conn(TokioIo::new(conn), console, None).await,
             }
         });
     }
 }
 
-async fn serve_conn<I>(io: I, console: Arc<Console>, client_cert: bool)
+async fn serve_conn<I>(io: I, console: Arc<Console>, client_cert: Option<String>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
         let console = console.clone();
-        async move { Ok::<_, Infallible>(secured(route(&console, client_cert, req).await)) }
+        let cert = client_cert.clone();
+        async move { Ok::<_, Infallible>(routes::secured(routes::route(&console, cert, req).await)) }
     });
     let _ = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -208,197 +248,6 @@ where
         .await;
 }
 
-/// Who is asking: let in, or not.
-fn authorized(console: &Console, client_cert: bool, req: &Request<Incoming>) -> bool {
-    if client_cert {
-        return true; // verified against tls.client_ca by the handshake
-    }
-    if let Some(token) =
-        header(req, "authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned))
-        && console.token_matches(&token)
-    {
-        return true;
-    }
-    session_of(req).is_some_and(|id| console.session_valid(&id))
-}
-
-fn session_of(req: &Request<Incoming>) -> Option<String> {
-    header(req, "cookie")?.split(';').find_map(|c| {
-        let (k, v) = c.trim().split_once('=')?;
-        (k == COOKIE).then(|| v.to_owned())
-    })
-}
-
-async fn route(
-    console: &Arc<Console>,
-    client_cert: bool,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().unwrap_or("").to_owned();
-    match (req.method(), path.as_str()) {
-        (&Method::GET, "/") => redirect("/ui"),
-        (&Method::GET, "/ui/login") => html(StatusCode::OK, pages::login(None)),
-        (&Method::POST, "/ui/login") => login(console, req).await,
-        (&Method::POST, "/ui/logout") => {
-            if let Some(id) = session_of(&req) {
-                console.end_session(&id);
-            }
-            let mut r = redirect("/ui/login");
-            r.headers_mut().insert(
-                hyper::header::SET_COOKIE,
-                hyper::header::HeaderValue::from_static(
-                    "kaudit_session=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict",
-                ),
-            );
-            r
-        }
-        (&Method::GET, "/api/openapi.json") => json(StatusCode::OK, &api::openapi()),
-        _ if !authorized(console, client_cert, &req) => {
-            if path.starts_with("/api/") {
-                let mut r = json(
-                    StatusCode::UNAUTHORIZED,
-                    &serde_json::json!({"error": "a bearer token is required"}),
-                );
-                r.headers_mut().insert(
-                    hyper::header::WWW_AUTHENTICATE,
-                    hyper::header::HeaderValue::from_static("Bearer"),
-                );
-                r
-            } else {
-                redirect("/ui/login")
-            }
-        }
-        (&Method::GET, p) if p.starts_with("/api/") => {
-            match api::answer(console, p, &query).await {
-                Ok(v) => json(StatusCode::OK, &v),
-                Err(api::ApiError::NotFound) => json(
-                    StatusCode::NOT_FOUND,
-                    &serde_json::json!({"error": "no such resource"}),
-                ),
-                Err(api::ApiError::Bad(e)) => {
-                    json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": e}))
-                }
-                Err(api::ApiError::Store(e)) => {
-                    tracing::warn!(error = %e, "console: store read failed");
-                    json(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &serde_json::json!({"error": "the store cannot be read now"}),
-                    )
-                }
-            }
-        }
-        (&Method::GET, p) if p == "/ui" || p.starts_with("/ui/") => {
-            match pages::page(console, p, &query).await {
-                Ok(body) => html(StatusCode::OK, body),
-                Err(api::ApiError::NotFound) => {
-                    html(StatusCode::NOT_FOUND, pages::message("Not found"))
-                }
-                Err(api::ApiError::Bad(e)) => html(StatusCode::BAD_REQUEST, pages::message(&e)),
-                Err(api::ApiError::Store(e)) => {
-                    tracing::warn!(error = %e, "console: store read failed");
-                    html(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        pages::message("The store cannot be read now."),
-                    )
-                }
-            }
-        }
-        _ => html(StatusCode::NOT_FOUND, pages::message("Not found")),
-    }
-}
-
-/// The login form: the token, once; a session cookie in return.
-async fn login(console: &Arc<Console>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let body = match Limited::new(req.into_body(), 4096).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return html(
-                StatusCode::BAD_REQUEST,
-                pages::login(Some("The form could not be read.")),
-            );
-        }
-    };
-    let token = form_urlencoded::parse(&body)
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    if !console.token_matches(&token) {
-        // Slows guessing down; the token itself is long.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        tracing::warn!("console: a login with a wrong token");
-        return html(StatusCode::UNAUTHORIZED, pages::login(Some("Wrong token.")));
-    }
-    let id = console.new_session();
-    let mut r = redirect("/ui");
-    let cookie = format!(
-        "{COOKIE}={id}; Max-Age={SESSION_SECS}; Path=/; HttpOnly; SameSite=Strict{}",
-        if console.secure { "; Secure" } else { "" }
-    );
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&cookie) {
-        r.headers_mut().insert(hyper::header::SET_COOKIE, v);
-    }
-    r
-}
-
-fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
-    req.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn redirect(to: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::SEE_OTHER;
-    r.headers_mut().insert(
-        hyper::header::LOCATION,
-        hyper::header::HeaderValue::from_static(to),
-    );
-    r
-}
-
-fn html(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r
-}
-
-fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// The headers every answer carries.
-fn secured(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
-    let csp = format!(
-        "default-src 'none'; style-src '{}'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        pages::style_hash()
-    );
-    let h = r.headers_mut();
-    if let Ok(v) = hyper::header::HeaderValue::from_str(&csp) {
-        h.insert(hyper::header::CONTENT_SECURITY_POLICY, v);
-    }
-    for (k, v) in [
-        (hyper::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (hyper::header::X_FRAME_OPTIONS, "DENY"),
-        (hyper::header::REFERRER_POLICY, "no-referrer"),
-        (hyper::header::CACHE_CONTROL, "no-store"),
-    ] {
-        h.insert(k, hyper::header::HeaderValue::from_static(v));
-    }
-    r
 }

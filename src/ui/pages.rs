@@ -48,7 +48,7 @@ fn text(v: &Value) -> String {
 
 fn layout(title: &str, body: &str, signed_in: bool) -> String {
     let nav = if signed_in {
-        "<a href=\"/ui\">Findings</a><a href=\"/ui/coverage\">Coverage</a><a href=\"/ui/deliveries\">Alert delivery</a>\
+        "<a href=\"/ui\">Findings</a><a href=\"/ui/coverage\">Coverage</a><a href=\"/ui/deliveries\">Alert delivery</a><a href=\"/ui/export\">Export</a>\
          <form method=\"post\" action=\"/ui/logout\"><button>Sign out</button></form>"
     } else {
         ""
@@ -69,6 +69,7 @@ pub fn login(error: Option<&str>) -> String {
         "Sign in",
         &format!(
             "<h1>Sign in</h1>{error}<form method=\"post\" action=\"/ui/login\">\
+             <label>Your name <input name=\"name\" autocomplete=\"username\" required></label> \
              <label>Access token <input type=\"password\" name=\"token\" autocomplete=\"current-password\" required></label> \
              <button>Sign in</button></form>"
         ),
@@ -87,6 +88,7 @@ pub async fn page(console: &Arc<Console>, path: &str, query: &str) -> Result<Str
         "/ui" | "/ui/" => findings(console, query).await,
         "/ui/coverage" => coverage(console, query).await,
         "/ui/deliveries" => deliveries(console).await,
+        "/ui/export" => Ok(export_form(query)),
         p => match p.strip_prefix("/ui/findings/") {
             Some(id) => finding(console, id).await,
             None => Err(ApiError::NotFound),
@@ -150,6 +152,15 @@ async fn findings(console: &Arc<Console>, query: &str) -> Result<String, ApiErro
     if page.rows.is_empty() {
         b.push_str("<p>No finding matches.</p>");
     }
+    let mut same = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in asked.iter().filter(|(k, _)| k != "before" && k != "limit") {
+        same.append_pair(k, v);
+    }
+    let _ = write!(
+        b,
+        "<p><a href=\"/ui/export?{}\">Export these findings as evidence</a></p>",
+        esc(&same.finish())
+    );
     if let Some(next) = page.next_before {
         let mut q = form_urlencoded::Serializer::new(String::new());
         for (k, v) in asked.iter().filter(|(k, _)| k != "before") {
@@ -232,6 +243,35 @@ async fn finding(console: &Arc<Console>, id: &str) -> Result<String, ApiError> {
         }
         b.push_str("</table>");
     }
+    b.push_str("<h2>Triage</h2>");
+    if d.triage.is_empty() {
+        b.push_str("<p>No one has triaged this finding yet.</p>");
+    } else {
+        b.push_str("<table class=\"triage\"><tr><th>When</th><th>Who</th><th>Action</th><th>Comment</th></tr>");
+        for t in &d.triage {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&crate::timespec::unix_to_rfc3339(t.at)),
+                esc(&t.actor),
+                esc(t.action.as_str()),
+                esc(&t.comment)
+            );
+        }
+        b.push_str("</table>");
+    }
+    let _ = write!(
+        b,
+        "<form class=\"triage\" method=\"post\" action=\"/ui/findings/{}/triage\">\
+         <label>Action <select name=\"action\"><option value=\"acknowledge\">Acknowledge</option>\
+         <option value=\"false_positive\">False positive</option>\
+         <option value=\"silence\">Silence findings like it (rule, cluster, user)</option>\
+         <option value=\"reopen\">Reopen</option></select></label> \
+         <label>For <input name=\"silence_for\" placeholder=\"7d\" size=\"5\"></label> \
+         <label>Comment <input name=\"comment\" required size=\"50\"></label> \
+         <button>Record</button></form>",
+        esc(&text(&f["id"]))
+    );
     b.push_str("<h2>Related findings</h2><p>Same user, credential id or source address within six hours.</p>");
     if d.related.is_empty() {
         b.push_str("<p>None.</p>");
@@ -322,4 +362,41 @@ async fn deliveries(console: &Arc<Console>) -> Result<String, ApiError> {
         b.push_str("<p>No alert was queued.</p>");
     }
     Ok(layout("Alert delivery", &b, true))
+}
+
+/// The export form: the findings list's filters and the formats; the
+/// answer is the bundle (`.tar.gz`) that `kaudit verify` checks.
+fn export_form(query: &str) -> String {
+    let asked: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let value = |k: &str| {
+        asked
+            .iter()
+            .find(|(n, _)| n == k)
+            .map_or(String::new(), |(_, v)| esc(v))
+    };
+    let mut b = String::from(
+        "<h1>Export evidence</h1><p>A bundle of the findings that match, with the hash chain of the \
+         range, coverage and triage; signed when the console has a signing key. Check it with \
+         <code>kaudit verify BUNDLE.tar.gz</code>.</p><form class=\"filters\" method=\"post\" action=\"/ui/export\">",
+    );
+    for (name, label) in [
+        ("since", "Since"),
+        ("until", "Until"),
+        ("severity", "Min severity"),
+        ("rule", "Rule"),
+        ("category", "Category"),
+        ("cluster", "Cluster"),
+        ("namespace", "Namespace"),
+        ("user", "User"),
+    ] {
+        let _ = write!(
+            b,
+            "<label>{label} <input name=\"{name}\" value=\"{}\"></label>",
+            value(name)
+        );
+    }
+    b.push_str("<button>Download bundle</button></form>");
+    layout("Export", &b, true)
 }

@@ -220,14 +220,14 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
 
     let r = http
         .post(format!("{}/ui/login", c.base))
-        .form(&[("token", "not-the-token")])
+        .form(&[("name", "mallory"), ("token", "not-the-token")])
         .send()
         .unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers().get("set-cookie").is_none());
     let r = http
         .post(format!("{}/ui/login", c.base))
-        .form(&[("token", TOKEN)])
+        .form(&[("name", "Alice Analyst"), ("token", TOKEN)])
         .send()
         .unwrap();
     assert_eq!(r.status(), 303);
@@ -277,6 +277,41 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
             .unwrap();
         assert_eq!(r.status(), 200, "{p}");
     }
+    // Triage from the page: recorded under the name given at sign-in.
+    let r = http
+        .post(format!("{}/ui/findings/{link}/triage", c.base))
+        .header("Cookie", &session)
+        .form(&[
+            ("action", "false_positive"),
+            ("comment", "<b>the CI runner</b>"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let detail = http
+        .get(format!("{}/ui/findings/{link}", c.base))
+        .header("Cookie", &session)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        detail.contains("Alice Analyst") && detail.contains("false_positive"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("&lt;b&gt;the CI runner&lt;/b&gt;"),
+        "{detail}"
+    );
+    // A change asked for by another site is refused, even with the cookie.
+    let r = http
+        .post(format!("{}/ui/findings/{link}/triage", c.base))
+        .header("Cookie", &session)
+        .header("Origin", "https://evil.example")
+        .form(&[("action", "acknowledge"), ("comment", "x")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
     // Signed out: the session no longer lets in.
     let r = http
         .post(format!("{}/ui/logout", c.base))
@@ -327,7 +362,7 @@ struct Browser {
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Browser {
-    fn start() -> Browser {
+    fn start(downloads: &Path) -> Browser {
         assert!(
             Path::new("/usr/bin/chromedriver").exists(),
             "chromedriver is not installed: scripts/test.sh installs chromium and chromium-driver"
@@ -352,7 +387,11 @@ impl Browser {
                 "browserName": "chrome",
                 "goog:chromeOptions": {
                     "binary": "/usr/bin/chromium",
-                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+                    "prefs": {
+                        "download.default_directory": path_str(downloads),
+                        "download.prompt_for_download": false
+                    }
                 }
             }}}))
             .send()
@@ -363,12 +402,21 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no browser session: {v}"))
             .to_owned();
-        Browser {
+        let b = Browser {
             driver,
             base,
             session,
             http,
-        }
+        };
+        // Headless downloads go to the directory asked for.
+        let url = format!("{}/session/{}/chromium/send_command", b.base, b.session);
+        let _ = b
+            .http
+            .post(url)
+            .json(&serde_json::json!({"cmd": "Page.setDownloadBehavior",
+                "params": {"behavior": "allow", "downloadPath": path_str(downloads)}}))
+            .send();
+        b
     }
 
     fn call(
@@ -422,6 +470,19 @@ impl Browser {
             .unwrap_or_else(|| panic!("no element {css}"))
     }
 
+    /// Waits (up to 15 s) until `css` matches on the page: a click that
+    /// submits a form returns before the next page has loaded.
+    fn wait_for(&self, css: &str) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(el) = self.find_all(css).into_iter().next() {
+                return el;
+            }
+            assert!(start.elapsed().as_secs() < 15, "no {css} on {}", self.url());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     fn text(&self, el: &str) -> String {
         self.call(
             reqwest::Method::GET,
@@ -467,13 +528,22 @@ impl Drop for Browser {
 #[test]
 fn a_real_browser_signs_in_filters_and_opens_a_finding() {
     let c = start();
-    let b = Browser::start();
+    let downloads = c._tmp.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let b = Browser::start(&downloads);
     b.go(&format!("{}/ui", c.base));
     assert!(b.url().ends_with("/ui/login"), "{}", b.url());
+    b.type_into(&b.find("input[name=name]"), "Carol SOC");
     let input = b.find("input[name=token]");
     b.type_into(&input, TOKEN);
     b.click(&b.find("form[action='/ui/login'] button"));
-    assert!(b.url().ends_with("/ui"), "{}", b.url());
+    b.wait_for("form.filters");
+    assert!(
+        b.url().ends_with("/ui"),
+        "{}: {}",
+        b.url(),
+        b.text(&b.find("main"))
+    );
     let all = b.find_all("tbody tr").len();
     assert!(all > 5, "{all} rows");
     let page = b.text(&b.find("table"));
@@ -482,11 +552,17 @@ fn a_real_browser_signs_in_filters_and_opens_a_finding() {
     let rule = b.find("input[name=rule]");
     b.type_into(&rule, "pod-exec");
     b.click(&b.find("form.filters button"));
-    assert!(b.url().contains("rule=pod-exec"), "{}", b.url());
+    let start = std::time::Instant::now();
+    while !b.url().contains("rule=pod-exec") {
+        assert!(start.elapsed().as_secs() < 15, "{}", b.url());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    b.wait_for("form.filters");
     let rows = b.find_all("tbody tr");
     assert_eq!(rows.len(), 5);
 
     b.click(&b.find("tbody tr a"));
+    b.wait_for("form.triage");
     assert!(b.url().contains("/ui/findings/"), "{}", b.url());
     let evidence: Vec<String> = b.find_all("pre").iter().map(|e| b.text(e)).collect();
     assert!(
@@ -496,9 +572,118 @@ fn a_real_browser_signs_in_filters_and_opens_a_finding() {
         "{evidence:?}"
     );
 
+    // Acknowledged, with a comment, recorded under the name signed in with.
+    b.type_into(
+        &b.find("form.triage input[name=comment]"),
+        "on-call looked at it",
+    );
+    b.click(&b.find("form.triage button"));
+    let triage = b.text(&b.wait_for("table.triage"));
+    assert!(
+        triage.contains("Carol SOC")
+            && triage.contains("acknowledge")
+            && triage.contains("on-call looked at it"),
+        "{triage}"
+    );
+
+    // The export form downloads a bundle that kaudit verify accepts.
+    b.go(&format!("{}/ui/export?rule=pod-exec", c.base));
+    b.click(&b.find("main form button"));
+    let start = std::time::Instant::now();
+    let bundle = loop {
+        let done = std::fs::read_dir(&downloads)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".tar.gz"));
+        if let Some(p) = done {
+            break p;
+        }
+        assert!(start.elapsed().as_secs() < 30, "no download");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let out = kaudit(&["verify", &path_str(&bundle)], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
     b.click(&b.find("form[action='/ui/logout'] button"));
+    b.wait_for("input[name=token]");
     assert!(b.url().ends_with("/ui/login"), "{}", b.url());
     b.go(&format!("{}/ui", c.base));
     assert!(b.url().ends_with("/ui/login"), "signed out: {}", b.url());
+    c.d.stop();
+}
+
+/// Triage through the API (with a silence made from a finding), and the
+/// evidence bundle of a filter downloaded, verified by `kaudit verify`,
+/// with the triage in it.
+#[test]
+fn triage_and_the_exported_bundle_go_together() {
+    let c = start();
+    let http = client();
+    let list: serde_json::Value = http
+        .get(format!("{}/api/findings?rule=pod-exec", c.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = list["findings"][0]["id"].as_str().unwrap().to_owned();
+    // Without an actor, a bare token cannot triage.
+    let r = http
+        .post(format!("{}/api/findings/{id}/triage", c.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"action": "acknowledge", "comment": "seen"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(format!("{}/api/findings/{id}/triage", c.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"action": "silence", "comment": "maintenance window", "actor": "bob", "silence_for": "2h"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let t: serde_json::Value = r.json().unwrap();
+    assert_eq!(t["action"], "silence");
+    assert!(t["silence_id"].as_i64().is_some(), "{t}");
+    let detail: serde_json::Value = http
+        .get(format!("{}/api/findings/{id}", c.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(detail["triage"][0]["actor"], "bob");
+    // The silence exists in the store, as `kaudit silence list` shows.
+    let db = c._tmp.path().join("k.db");
+    let out = kaudit(&["silence", "list", "--db", &path_str(&db)], b"");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("maintenance window"));
+
+    let r = http
+        .get(format!("{}/api/export?rule=pod-exec", c.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/gzip");
+    let bundle = c._tmp.path().join("bundle.tar.gz");
+    std::fs::write(&bundle, r.bytes().unwrap()).unwrap();
+    let out = kaudit(&["verify", &path_str(&bundle)], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // The triage is in the bundle.
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(&bundle).unwrap(),
+    ));
+    let mut triage = String::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().ends_with("triage.jsonl") {
+            std::io::Read::read_to_string(&mut e, &mut triage).unwrap();
+        }
+    }
+    assert!(
+        triage.contains("maintenance window") && triage.contains("\"actor\":\"bob\""),
+        "{triage}"
+    );
     c.d.stop();
 }
