@@ -229,11 +229,13 @@ impl Store {
 
     /// One page of the findings that match, newest first (by chain
     /// position): at most `limit`, below `before` when given (keyset
-    /// pagination: the next page starts below the last row's `seq`).
+    /// pagination: the next page starts below the last row's `seq`), above
+    /// `after` when given (what arrived since a page was shown).
     pub fn page(
         &self,
         filter: &Filter,
         before: Option<u64>,
+        after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredFinding>, Error> {
         let mut w = Where::default();
@@ -251,6 +253,13 @@ impl Store {
                 "seq",
                 "<",
                 Value::Integer(i64::try_from(b).unwrap_or(i64::MAX)),
+            );
+        }
+        if let Some(a) = after {
+            w.cmp(
+                "seq",
+                ">",
+                Value::Integer(i64::try_from(a).unwrap_or(i64::MAX)),
             );
         }
         w.params

@@ -46,10 +46,11 @@ pub struct Detail {
 ///
 /// # Errors
 /// A time, severity or number that cannot be read.
-pub fn parse_query(query: &str) -> Result<(Filter, Option<u64>, usize), ApiError> {
+pub fn parse_query(query: &str) -> Result<(Filter, Paging), ApiError> {
     let now = crate::timespec::now();
     let mut f = Filter::default();
     let mut before = None;
+    let mut after = None;
     let mut limit = PAGE;
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         let v = v.trim();
@@ -84,6 +85,12 @@ pub fn parse_query(query: &str) -> Result<(Filter, Option<u64>, usize), ApiError
                         .map_err(|_| ApiError::Bad(format!("before={v:?}: a chain position")))?,
                 );
             }
+            "after" => {
+                after = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::Bad(format!("after={v:?}: a chain position")))?,
+                );
+            }
             "limit" => {
                 limit = v
                     .parse::<usize>()
@@ -93,17 +100,38 @@ pub fn parse_query(query: &str) -> Result<(Filter, Option<u64>, usize), ApiError
             _ => {}
         }
     }
-    Ok((f, before, limit))
+    Ok((
+        f,
+        Paging {
+            before,
+            after,
+            limit,
+        },
+    ))
+}
+
+/// Where a page starts and how long it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Paging {
+    /// Below this chain position (the next page).
+    pub before: Option<u64>,
+    /// Above this one (what is new since a page was shown).
+    pub after: Option<u64>,
+    pub limit: usize,
 }
 
 pub async fn list(
     console: &Arc<Console>,
     filter: Filter,
-    before: Option<u64>,
-    limit: usize,
+    paging: Paging,
 ) -> Result<Page, ApiError> {
+    let Paging {
+        before,
+        after,
+        limit,
+    } = paging;
     let mut rows = console
-        .with_store(move |s| s.page(&filter, before, limit + 1))
+        .with_store(move |s| s.page(&filter, before, after, limit + 1))
         .await
         .map_err(ApiError::Store)?;
     let next_before = if rows.len() > limit {
@@ -141,7 +169,7 @@ pub async fn detail(console: &Arc<Console>, id: &str) -> Result<Detail, ApiError
 }
 
 pub async fn coverage(console: &Arc<Console>, query: &str) -> Result<Value, ApiError> {
-    let (f, _, _) = parse_query(query)?;
+    let (f, _) = parse_query(query)?;
     let (since, until) = (f.since, f.until);
     let (rows, clusters) = console
         .with_store(move |s| Ok((s.coverage(since, until)?, s.coverage_clusters()?)))
@@ -289,7 +317,7 @@ pub async fn triage_json(
 /// list, plus `format` lists), packed as `.tar.gz`: its file name and
 /// bytes. Signed with `server.ui.sign_key` when set.
 pub async fn export(console: &Arc<Console>, query: &str) -> Result<(String, Vec<u8>), ApiError> {
-    let (filter, _, _) = parse_query(query)?;
+    let (filter, _) = parse_query(query)?;
     let mut formats = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         if k == "format" {
@@ -382,8 +410,8 @@ pub fn summary(r: &StoredFinding) -> Value {
 pub async fn answer(console: &Arc<Console>, path: &str, query: &str) -> Result<Value, ApiError> {
     match path {
         "/api/findings" => {
-            let (f, before, limit) = parse_query(query)?;
-            let page = list(console, f, before, limit).await?;
+            let (f, paging) = parse_query(query)?;
+            let page = list(console, f, paging).await?;
             Ok(json!({
                 "findings": page.rows.iter().map(summary).collect::<Vec<_>>(),
                 "next_before": page.next_before,
@@ -434,6 +462,8 @@ pub fn openapi() -> Value {
         .collect();
     params.push(json!({"name": "before", "in": "query", "required": false,
         "description": "the next page: the `next_before` of the previous one", "schema": {"type": "integer"}}));
+    params.push(json!({"name": "after", "in": "query", "required": false,
+        "description": "only findings stored after this chain position (what is new since a page was read)", "schema": {"type": "integer"}}));
     params.push(json!({"name": "limit", "in": "query", "required": false,
         "description": "rows per page (default 50, at most 500)", "schema": {"type": "integer"}}));
     json!({

@@ -10,7 +10,8 @@
 //!
 //! Every audit-event string is attacker-chosen: pages escape everything
 //! they render ([`pages`]), and every answer carries a strict
-//! Content-Security-Policy (no script, the one stylesheet by hash),
+//! Content-Security-Policy (only the console's own script, which builds
+//! rows with `textContent`; the one stylesheet by hash),
 //! `X-Content-Type-Options: nosniff`, `frame-ancestors 'none'` and
 //! `Cache-Control: no-store`. Changes (triage) are POSTs a page of another
 //! site cannot make: the session cookie is `SameSite=Strict`, and a request

@@ -17,7 +17,7 @@ header a{color:#fff}main{padding:1em}table{border-collapse:collapse;width:100%}\
 td,th{border-bottom:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}\
 pre{background:#f6f8fa;padding:1em;overflow:auto;white-space:pre-wrap;word-break:break-all}\
 form.filters{display:flex;flex-wrap:wrap;gap:.5em;margin-bottom:1em}form.filters input{width:9em}\
-.critical,.high{color:#b00020;font-weight:bold}.medium{color:#b35900}.error{color:#b00020}";
+.critical,.high{color:#b00020;font-weight:bold}tr.new{background:#fff8c5}.medium{color:#b35900}.error{color:#b00020}";
 
 /// The CSP source for [`STYLE`]: `sha256-BASE64`.
 pub fn style_hash() -> &'static str {
@@ -55,7 +55,7 @@ fn layout(title: &str, body: &str, signed_in: bool) -> String {
     };
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{} · kaudit</title>\
-         <style>{STYLE}</style></head><body><header><strong>kaudit</strong>{nav}</header><main>{body}</main></body></html>",
+         <style>{STYLE}</style><script src=\"/ui/app.js\" defer></script></head><body><header><strong>kaudit</strong>{nav}</header><main>{body}</main></body></html>",
         esc(title)
     )
 }
@@ -97,8 +97,9 @@ pub async fn page(console: &Arc<Console>, path: &str, query: &str) -> Result<Str
 }
 
 async fn findings(console: &Arc<Console>, query: &str) -> Result<String, ApiError> {
-    let (filter, before, limit) = api::parse_query(query)?;
-    let page = api::list(console, filter, before, limit).await?;
+    let (filter, paging) = api::parse_query(query)?;
+    let live = paging.before.is_none();
+    let page = api::list(console, filter, paging).await?;
     // The form keeps what was asked.
     let asked: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -128,8 +129,12 @@ async fn findings(console: &Arc<Console>, query: &str) -> Result<String, ApiErro
         );
     }
     b.push_str("<button>Filter</button></form>");
-    b.push_str(
-        "<table><thead><tr><th>Time</th><th>Severity</th><th>Rule</th><th>Cluster</th><th>Namespace</th><th>User</th><th>Summary</th></tr></thead><tbody>",
+    // The first page follows new findings (app.js polls the API).
+    let top = page.rows.first().map_or(0, |r| r.seq);
+    let _ = write!(
+        b,
+        "<table class=\"findings\" data-live=\"{}\" data-top=\"{top}\"><thead><tr><th>Time</th><th>Severity</th><th>Rule</th><th>Cluster</th><th>Namespace</th><th>User</th><th>Summary</th></tr></thead><tbody>",
+        u8::from(live)
     );
     for r in &page.rows {
         let f = &r.finding;
@@ -400,3 +405,51 @@ fn export_form(query: &str) -> String {
     b.push_str("<button>Download bundle</button></form>");
     layout("Export", &b, true)
 }
+
+/// The console's one script: the first page of the findings list follows
+/// new findings by polling the API (every 5 s), adding rows built with
+/// `textContent` (never markup from the data).
+pub const APP_JS: &str = r#"// kaudit console: new findings appear at the top of the list.
+(function () {
+  "use strict";
+  var table = document.querySelector("table.findings");
+  if (!table || table.getAttribute("data-live") !== "1") { return; }
+  var top = Number(table.getAttribute("data-top") || "0");
+  var body = table.querySelector("tbody");
+  var params = new URLSearchParams(window.location.search);
+  params.delete("before");
+  params.set("limit", "500");
+  var known = ["info", "low", "medium", "high", "critical"];
+  function cell(tr, text, cls) {
+    var td = document.createElement("td");
+    td.textContent = text === null || text === undefined ? "" : String(text);
+    if (cls && known.indexOf(cls) >= 0) { td.className = cls; }
+    tr.appendChild(td);
+  }
+  function poll() {
+    params.set("after", String(top));
+    fetch("/api/findings?" + params.toString(), { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (v) {
+        if (!v || !v.findings) { return; }
+        for (var i = v.findings.length - 1; i >= 0; i--) {
+          var f = v.findings[i];
+          var tr = document.createElement("tr");
+          tr.className = "new";
+          cell(tr, f.time); cell(tr, f.severity, f.severity); cell(tr, f.rule_id);
+          cell(tr, f.cluster); cell(tr, f.namespace); cell(tr, f.user);
+          var td = document.createElement("td");
+          var a = document.createElement("a");
+          a.href = "/ui/findings/" + encodeURIComponent(String(f.id));
+          a.textContent = f.summary === null || f.summary === undefined ? "" : String(f.summary);
+          td.appendChild(a);
+          tr.appendChild(td);
+          body.insertBefore(tr, body.firstChild);
+          if (f.seq > top) { top = f.seq; }
+        }
+      })
+      .catch(function () {});
+  }
+  window.setInterval(poll, 5000);
+})();
+"#;

@@ -102,6 +102,14 @@ pub async fn route(
             r
         }
         (&Method::GET, "/api/openapi.json") => json(StatusCode::OK, &api::openapi()),
+        (&Method::GET, "/ui/app.js") => {
+            let mut r = Response::new(Full::new(Bytes::from_static(pages::APP_JS.as_bytes())));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/javascript; charset=utf-8"),
+            );
+            r
+        }
         _ if who.is_none() => {
             if path.starts_with("/api/") {
                 let mut r = json(
@@ -315,7 +323,7 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
 /// The headers every answer carries.
 pub fn secured(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     let csp = format!(
-        "default-src 'none'; style-src '{}'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src '{}'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         pages::style_hash()
     );
     let h = r.headers_mut();
