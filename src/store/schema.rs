@@ -170,6 +170,16 @@ CREATE TABLE triage (
 );
 CREATE INDEX triage_finding ON triage (finding_id, id);
 "#,
+    // 8: the console's pages, newest first by chain position, filtered by
+    // rule, cluster, user, namespace or category, stay fast on millions
+    // of findings.
+    r#"
+CREATE INDEX IF NOT EXISTS findings_rule_seq ON findings (rule_id, seq);
+CREATE INDEX IF NOT EXISTS findings_cluster_seq ON findings (cluster, seq);
+CREATE INDEX IF NOT EXISTS findings_user_seq ON findings (user, seq);
+CREATE INDEX IF NOT EXISTS findings_namespace_seq ON findings (namespace, seq);
+CREATE INDEX IF NOT EXISTS findings_category_seq ON findings (category, seq);
+"#,
 ];
 
 /// The schema version this kaudit writes.

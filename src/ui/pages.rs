@@ -1,7 +1,8 @@
 //! The console's HTML pages, rendered on the server: the findings list
 //! with its filters, one finding in full, coverage, alert delivery, and
 //! the login form. Every value from the store goes through [`esc`]; the
-//! pages carry no script and one stylesheet, allowed by its hash.
+//! pages carry one script (`APP_JS`, new findings on the list) and one
+//! stylesheet, allowed by its hash.
 
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
