@@ -490,6 +490,25 @@ pub fn openapi() -> Value {
             "/api/deliveries": {"get": {
                 "summary": "Alert delivery per sink: delivered, retrying, waiting, dead, last error",
                 "responses": {"200": {"description": "`sinks`"}}
+            }},
+            "/api/findings/{id}/triage": {"post": {
+                "summary": "Records triage of a finding: acknowledge, false_positive, silence (a silence of its rule, cluster, user and namespace for `silence_for`, default 7d) or reopen, with a comment",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["action", "comment"],
+                    "properties": {
+                        "action": {"type": "string", "enum": ["acknowledge", "false_positive", "silence", "reopen"]},
+                        "comment": {"type": "string"},
+                        "actor": {"type": "string", "description": "who; required with a bare bearer token"},
+                        "silence_for": {"type": "string", "description": "a duration (30m, 24h, 7d)"}
+                    }}}}},
+                "responses": {"201": {"description": "the record"}, "400": {"description": "a field to fix"}, "404": {"description": "no such finding"}}
+            }},
+            "/api/export": {"get": {
+                "summary": "The signed evidence bundle (.tar.gz) of the findings a filter selects; `kaudit verify` checks it",
+                "parameters": [params[0].clone(), params[1].clone(), params[2].clone(), params[3].clone(), params[4].clone(), params[5].clone(), params[6].clone(), params[7].clone(),
+                    {"name": "format", "in": "query", "required": false, "description": "jsonl, csv, ocsf (comma-separated; default all)", "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "application/gzip"}}
             }}
         }
     })

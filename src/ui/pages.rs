@@ -20,6 +20,12 @@ pre{background:#f6f8fa;padding:1em;overflow:auto;white-space:pre-wrap;word-break
 form.filters{display:flex;flex-wrap:wrap;gap:.5em;margin-bottom:1em}form.filters input{width:9em}\
 .critical,.high{color:#b00020;font-weight:bold}tr.new{background:#fff8c5}.medium{color:#b35900}.error{color:#b00020}";
 
+/// Where a form's CSRF token goes: replaced with the session's token (or
+/// nothing) when the page is sent. `<` cannot come from the data (every
+/// value is escaped), so only the pages' own forms carry it.
+pub const CSRF_MARK: &str = "<kaudit-csrf>";
+const CSRF_FIELD: &str = "<input type=\"hidden\" name=\"csrf\" value=\"<kaudit-csrf>\">";
+
 /// The CSP source for [`STYLE`]: `sha256-BASE64`.
 pub fn style_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
@@ -50,7 +56,7 @@ fn text(v: &Value) -> String {
 fn layout(title: &str, body: &str, signed_in: bool) -> String {
     let nav = if signed_in {
         "<a href=\"/ui\">Findings</a><a href=\"/ui/coverage\">Coverage</a><a href=\"/ui/deliveries\">Alert delivery</a><a href=\"/ui/export\">Export</a>\
-         <form method=\"post\" action=\"/ui/logout\"><button>Sign out</button></form>"
+         <form method=\"post\" action=\"/ui/logout\"><input type=\"hidden\" name=\"csrf\" value=\"<kaudit-csrf>\"><button>Sign out</button></form>"
     } else {
         ""
     };
@@ -268,7 +274,7 @@ async fn finding(console: &Arc<Console>, id: &str) -> Result<String, ApiError> {
     }
     let _ = write!(
         b,
-        "<form class=\"triage\" method=\"post\" action=\"/ui/findings/{}/triage\">\
+        "<form class=\"triage\" method=\"post\" action=\"/ui/findings/{}/triage\">{CSRF_FIELD}\
          <label>Action <select name=\"action\"><option value=\"acknowledge\">Acknowledge</option>\
          <option value=\"false_positive\">False positive</option>\
          <option value=\"silence\">Silence findings like it (rule, cluster, user)</option>\
@@ -307,41 +313,116 @@ async fn finding(console: &Arc<Console>, id: &str) -> Result<String, ApiError> {
 }
 
 async fn coverage(console: &Arc<Console>, query: &str) -> Result<String, ApiError> {
-    let c = api::coverage(console, query).await?;
+    // The last two days unless a range is asked for.
+    let ranged = form_urlencoded::parse(query.as_bytes())
+        .any(|(k, v)| (k == "since" || k == "until") && !v.trim().is_empty());
+    let query = if ranged {
+        query.to_owned()
+    } else {
+        let until = crate::timespec::unix_to_rfc3339((crate::timespec::now() / 3600 + 1) * 3600);
+        format!("since=48h&until={until}&{query}")
+    };
+    let c = api::coverage(console, &query).await?;
     let mut b = String::from(
-        "<h1>Coverage</h1><p>Hours in which no event at all arrived from a cluster: kaudit was blind then.</p>\
-         <table><tr><th>Cluster</th><th>Hours with events</th><th>Silent hours</th><th>Silent stretches</th><th>First seen</th><th>Last seen</th></tr>",
+        "<h1>Coverage</h1><p>Hours in which no event at all arrived from a cluster: kaudit was blind then. \
+         Truncated events were cut short by the log pipeline.</p>\
+         <form class=\"filters\" method=\"get\" action=\"/ui/coverage\"><label>Since <input name=\"since\" placeholder=\"48h\"></label>\
+         <label>Until <input name=\"until\"></label><button>Show</button></form>\
+         <table><tr><th>Cluster</th><th>Hours with events</th><th>Silent hours</th><th>Silent stretches</th><th>Hours with truncated events</th><th>First seen</th><th>Last seen</th></tr>",
     );
-    if let Some(clusters) = c["clusters"].as_object() {
-        for (name, v) in clusters {
-            let stretches: Vec<String> = v["silent_stretches"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|s| {
-                            format!(
-                                "{} → {} ({} h)",
-                                text(&s["from"]),
-                                text(&s["to"]),
-                                text(&s["hours"])
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(name),
-                esc(&text(&v["hours_with_events"])),
-                esc(&text(&v["silent_hours_total"])),
-                esc(&stretches.join("; ")),
-                esc(&text(&v["ever_first_hour"])),
-                esc(&text(&v["ever_last_hour"])),
-            );
-        }
+    // Per cluster and hour: events, malformed, truncated (all sources).
+    let mut hourly: std::collections::BTreeMap<(String, String), (u64, u64, u64)> =
+        std::collections::BTreeMap::new();
+    for h in c["hourly"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let e = hourly
+            .entry((text(&h["cluster"]), text(&h["hour"])))
+            .or_default();
+        e.0 += h["events"].as_u64().unwrap_or(0);
+        e.1 += h["malformed"].as_u64().unwrap_or(0);
+        e.2 += h["truncated"].as_u64().unwrap_or(0);
+    }
+    let clusters = c["clusters"].as_object().cloned().unwrap_or_default();
+    for (name, v) in &clusters {
+        let stretches: Vec<String> = v["silent_stretches"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| {
+                        format!(
+                            "{} → {} ({} h)",
+                            text(&s["from"]),
+                            text(&s["to"]),
+                            text(&s["hours"])
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let truncated = hourly
+            .iter()
+            .filter(|((c, _), v)| c == name && v.2 > 0)
+            .count();
+        let _ = write!(
+            b,
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(name),
+            esc(&text(&v["hours_with_events"])),
+            if v["silent_hours_total"].as_u64().unwrap_or(0) > 0 {
+                "high"
+            } else {
+                ""
+            },
+            esc(&text(&v["silent_hours_total"])),
+            esc(&stretches.join("; ")),
+            if truncated > 0 { "medium" } else { "" },
+            truncated,
+            esc(&text(&v["ever_first_hour"])),
+            esc(&text(&v["ever_last_hour"])),
+        );
     }
     b.push_str("</table>");
+    // Hour by hour, silent hours included, per cluster (at most 500 rows).
+    for (name, v) in &clusters {
+        let _ = write!(
+            b,
+            "<h2>{}</h2><table class=\"hours\"><tr><th>Hour</th><th>Events</th><th>Malformed</th><th>Truncated</th></tr>",
+            esc(name)
+        );
+        let silent: std::collections::BTreeSet<String> = v["silent_hours"]
+            .as_array()
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default();
+        let mut rows: Vec<(String, (u64, u64, u64))> = hourly
+            .iter()
+            .filter(|((c, _), _)| c == name)
+            .map(|((_, h), v)| (h.clone(), *v))
+            .chain(silent.iter().map(|h| (h.clone(), (0, 0, 0))))
+            .collect();
+        rows.sort();
+        rows.dedup_by(|a, b| a.0 == b.0);
+        for (hour, (events, malformed, truncated)) in rows.iter().rev().take(500) {
+            let class = if *events == 0 {
+                "high"
+            } else if *truncated > 0 {
+                "medium"
+            } else {
+                ""
+            };
+            let _ = write!(
+                b,
+                "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(hour),
+                events,
+                malformed,
+                truncated
+            );
+        }
+        b.push_str("</table>");
+    }
     Ok(layout("Coverage", &b, true))
 }
 
@@ -385,7 +466,7 @@ fn export_form(query: &str) -> String {
     let mut b = String::from(
         "<h1>Export evidence</h1><p>A bundle of the findings that match, with the hash chain of the \
          range, coverage and triage; signed when the console has a signing key. Check it with \
-         <code>kaudit verify BUNDLE.tar.gz</code>.</p><form class=\"filters\" method=\"post\" action=\"/ui/export\">",
+         <code>kaudit verify BUNDLE.tar.gz</code>.</p><form class=\"filters\" method=\"post\" action=\"/ui/export\"><input type=\"hidden\" name=\"csrf\" value=\"<kaudit-csrf>\">",
     );
     for (name, label) in [
         ("since", "Since"),

@@ -20,6 +20,28 @@ pub struct Who {
     /// The name triage is recorded under: the session's, the client
     /// certificate's; none for a bare bearer token (the request names one).
     pub actor: Option<String>,
+    /// Let in by a session cookie (which a browser sends by itself): its
+    /// changes must carry the session's CSRF token.
+    pub session: Option<String>,
+}
+
+/// The CSRF token of a session: derived from it, so nothing more is kept;
+/// the pages put it in their forms (`pages::CSRF_MARK`).
+fn csrf_token(session: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("kaudit-csrf\0{session}").as_bytes());
+    hex::encode(&d[..16])
+}
+
+/// A change made with a session cookie must carry its CSRF token (a form
+/// field, or the `X-Kaudit-Csrf` header for scripts).
+fn csrf_ok(who: &Who, given: Option<&str>) -> bool {
+    match &who.session {
+        None => true,
+        Some(s) => {
+            given.is_some_and(|g| super::constant_time_eq(g.as_bytes(), csrf_token(s).as_bytes()))
+        }
+    }
 }
 
 fn authorized(
@@ -30,16 +52,24 @@ fn authorized(
     if let Some(cn) = client_cert {
         return Some(Who {
             actor: Some(cn.to_owned()),
+            session: None,
         });
     }
     if let Some(token) =
         header(req, "authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned))
         && console.token_matches(&token)
     {
-        return Some(Who { actor: None });
+        return Some(Who {
+            actor: None,
+            session: None,
+        });
     }
-    let actor = session_of(req).and_then(|id| console.session_actor(&id))?;
-    Some(Who { actor: Some(actor) })
+    let session = session_of(req)?;
+    let actor = console.session_actor(&session)?;
+    Some(Who {
+        actor: Some(actor),
+        session: Some(session),
+    })
 }
 
 fn session_of(req: &Request<Incoming>) -> Option<String> {
@@ -70,7 +100,35 @@ fn cross_site(req: &Request<Incoming>) -> bool {
     }
 }
 
+/// Answers one request; the pages' forms get the session's CSRF token.
 pub async fn route(
+    console: &Arc<Console>,
+    client_cert: Option<String>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let token = session_of(&req)
+        .filter(|s| console.session_actor(s).is_some())
+        .map(|s| csrf_token(&s))
+        .unwrap_or_default();
+    let r = route_inner(console, client_cert, req).await;
+    let is_html = r
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if !is_html {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).replace(pages::CSRF_MARK, &token);
+    Response::from_parts(parts, Full::new(Bytes::from(text)))
+}
+
+async fn route_inner(
     console: &Arc<Console>,
     client_cert: Option<String>,
     req: Request<Incoming>,
@@ -89,7 +147,20 @@ pub async fn route(
         (&Method::GET, "/ui/login") => html(StatusCode::OK, pages::login(None)),
         (&Method::POST, "/ui/login") => login(console, req).await,
         (&Method::POST, "/ui/logout") => {
-            if let Some(id) = session_of(&req) {
+            let session = session_of(&req);
+            let body = match read_body(req, 4096).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let given = form_field(&body, "csrf");
+            if let Some(id) = session {
+                let who = Who {
+                    actor: None,
+                    session: Some(id.clone()),
+                };
+                if !csrf_ok(&who, given.as_deref()) {
+                    return csrf_refused();
+                }
                 console.end_session(&id);
             }
             let mut r = redirect_to("/ui/login");
@@ -127,6 +198,12 @@ pub async fn route(
         }
         (&Method::POST, p) if p.starts_with("/api/findings/") && p.ends_with("/triage") => {
             let id = middle(p, "/api/findings/", "/triage");
+            if who
+                .as_ref()
+                .is_some_and(|w| !csrf_ok(w, header(&req, "x-kaudit-csrf").as_deref()))
+            {
+                return csrf_refused();
+            }
             let body = match read_body(req, 16 * 1024).await {
                 Ok(b) => b,
                 Err(r) => return r,
@@ -145,6 +222,12 @@ pub async fn route(
             };
             let form: HashMap<String, String> =
                 form_urlencoded::parse(&body).into_owned().collect();
+            if who
+                .as_ref()
+                .is_some_and(|w| !csrf_ok(w, form.get("csrf").map(String::as_str)))
+            {
+                return csrf_refused();
+            }
             let actor = who.and_then(|w| w.actor).unwrap_or_else(|| "token".into());
             match api::triage(console, &id, &form, &actor).await {
                 Ok(_) => redirect_to(&format!("/ui/findings/{id}")),
@@ -153,10 +236,17 @@ pub async fn route(
         }
         (&Method::POST, "/ui/export") | (&Method::GET, "/api/export") => {
             let q = if req.method() == Method::POST {
-                match read_body(req, 16 * 1024).await {
-                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                let body = match read_body(req, 16 * 1024).await {
+                    Ok(b) => b,
                     Err(r) => return r,
+                };
+                if who
+                    .as_ref()
+                    .is_some_and(|w| !csrf_ok(w, form_field(&body, "csrf").as_deref()))
+                {
+                    return csrf_refused();
                 }
+                String::from_utf8_lossy(&body).into_owned()
             } else {
                 query
             };
@@ -179,6 +269,19 @@ pub async fn route(
         }
         _ => html(StatusCode::NOT_FOUND, pages::message("Not found")),
     }
+}
+
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn csrf_refused() -> Response<Full<Bytes>> {
+    html(
+        StatusCode::FORBIDDEN,
+        pages::message("Refused: the form's CSRF token is missing or stale; reload the page."),
+    )
 }
 
 /// `/api/findings/ID/triage` → `ID`.

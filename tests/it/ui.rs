@@ -45,10 +45,17 @@ fn start() -> Console {
     .unwrap();
     let mut lines: Vec<String> = (0..3).map(|i| exec_line(&format!("u{i}"))).collect();
     for i in 3..5 {
-        lines.push(exec_line(&format!("u{i}")).replace(
-            "\"username\":\"alice@example.com\"",
-            "\"username\":\"<script>alert(1)</script>\"",
-        ));
+        lines.push(
+            exec_line(&format!("u{i}"))
+                .replace(
+                    "\"username\":\"alice@example.com\"",
+                    "\"username\":\"<script>alert(1)</script>\"",
+                )
+                .replace(
+                    "\"name\":\"web-1\"",
+                    "\"name\":\"<img src=x onerror=alert(2)>\"",
+                ),
+        );
     }
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
     let d = Daemon::start(&cfg, ops);
@@ -189,6 +196,8 @@ fn the_api_takes_a_bearer_token_and_pages_newest_first() {
         "/api/findings/{id}",
         "/api/coverage",
         "/api/deliveries",
+        "/api/findings/{id}/triage",
+        "/api/export",
     ] {
         assert!(api["paths"][p].is_object(), "{p}");
     }
@@ -269,6 +278,32 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
         "{detail}"
     );
     assert!(!detail.contains("<script>alert"), "{detail}");
+    // Coverage hour by hour.
+    let cov = http
+        .get(format!(
+            "{}/ui/coverage?since=2026-11-03T08:00:00Z&until=2026-11-03T12:00:00Z",
+            c.base
+        ))
+        .header("Cookie", &session)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(cov.contains("<h2>prod</h2>"), "{cov}");
+    assert!(cov.contains("<td>2026-11-03T10:00:00Z</td><td>"), "{cov}");
+    // By default, the last two days: a cluster seen before and silent since
+    // shows as silent.
+    let recent = http
+        .get(format!("{}/ui/coverage", c.base))
+        .header("Cookie", &session)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        recent.contains("<td>prod</td><td>0</td><td class=\"high\">"),
+        "{recent}"
+    );
     for p in ["/ui/coverage", "/ui/deliveries"] {
         let r = http
             .get(format!("{}{p}", c.base))
@@ -277,6 +312,22 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
             .unwrap();
         assert_eq!(r.status(), 200, "{p}");
     }
+    // The pages' forms carry the session's CSRF token; a change without
+    // it is refused, even with the cookie.
+    let csrf = detail
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(csrf.len(), 32, "{csrf}");
+    let r = http
+        .post(format!("{}/ui/findings/{link}/triage", c.base))
+        .header("Cookie", &session)
+        .form(&[("action", "acknowledge"), ("comment", "no token")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
     // Triage from the page: recorded under the name given at sign-in.
     let r = http
         .post(format!("{}/ui/findings/{link}/triage", c.base))
@@ -284,6 +335,7 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
         .form(&[
             ("action", "false_positive"),
             ("comment", "<b>the CI runner</b>"),
+            ("csrf", &csrf),
         ])
         .send()
         .unwrap();
@@ -308,7 +360,7 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
         .post(format!("{}/ui/findings/{link}/triage", c.base))
         .header("Cookie", &session)
         .header("Origin", "https://evil.example")
-        .form(&[("action", "acknowledge"), ("comment", "x")])
+        .form(&[("action", "acknowledge"), ("comment", "x"), ("csrf", &csrf)])
         .send()
         .unwrap();
     assert_eq!(r.status(), 403);
@@ -316,6 +368,7 @@ fn the_pages_sign_in_once_and_escape_what_they_show() {
     let r = http
         .post(format!("{}/ui/logout", c.base))
         .header("Cookie", &session)
+        .form(&[("csrf", &csrf)])
         .send()
         .unwrap();
     assert_eq!(r.status(), 303);
@@ -502,6 +555,20 @@ impl Browser {
         );
     }
 
+    /// Saves a PNG of the page as a test artifact (under the target
+    /// directory's test scratch space) and checks it is one.
+    fn screenshot(&self, name: &str) {
+        use base64::Engine;
+        let png = self.call(reqwest::Method::GET, "/screenshot", serde_json::Value::Null);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), bytes).unwrap();
+    }
+
     fn click(&self, el: &str) {
         self.call(
             reqwest::Method::POST,
@@ -560,6 +627,7 @@ fn a_real_browser_signs_in_filters_and_opens_a_finding() {
     );
     let page = b.text(&b.find("table"));
     assert!(page.contains("<script>alert(1)</script>"), "{page}");
+    b.screenshot("list");
 
     let rule = b.find("input[name=rule]");
     b.type_into(&rule, "pod-exec");
@@ -597,6 +665,41 @@ fn a_real_browser_signs_in_filters_and_opens_a_finding() {
             && triage.contains("on-call looked at it"),
         "{triage}"
     );
+    b.screenshot("finding");
+    // The acknowledgement shows in the API.
+    let id = b.url().rsplit('/').next().unwrap().to_owned();
+    let api: serde_json::Value = client()
+        .get(format!("{}/api/findings/{id}", c.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(api["triage"][0]["action"], "acknowledge", "{api}");
+    assert_eq!(api["triage"][0]["actor"], "Carol SOC");
+
+    // A finding whose fields carry <script> and <img onerror>: text, and no
+    // script ran (an alert would be open, and the next command fail).
+    b.go(&format!("{}/ui?user=<script>alert(1)</script>", c.base));
+    b.click(&b.wait_for("tbody tr a"));
+    b.wait_for("form.triage");
+    let main = b.text(&b.find("main"));
+    assert!(
+        main.contains("<script>alert(1)</script>") && main.contains("<img src=x onerror=alert(2)>"),
+        "{main}"
+    );
+    assert!(
+        b.find_all("main img").is_empty(),
+        "an <img> element was made from the data"
+    );
+    let alert = b
+        .http
+        .get(format!("{}/session/{}/alert/text", b.base, b.session))
+        .send()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
+    assert_eq!(alert["value"]["error"], "no such alert", "{alert}");
 
     // The export form downloads a bundle that kaudit verify accepts.
     b.go(&format!("{}/ui/export?rule=pod-exec", c.base));
