@@ -802,3 +802,68 @@ fn triage_and_the_exported_bundle_go_together() {
     );
     c.d.stop();
 }
+
+/// With `tls.client_ca` and no token, a client certificate is the way in
+/// (over HTTPS, from any address); triage is recorded under its common
+/// name; without a certificate the handshake is refused.
+#[test]
+fn a_client_certificate_lets_in_and_names_who_triaged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pki = super::daemon::make_pki(dir, "soc-laptop-7");
+    let log = dir.join("audit.log");
+    std::fs::write(&log, format!("{}\n", exec_line("m1"))).unwrap();
+    let (ops, ui) = (free_port(), free_port());
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "storage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\", ui: {{enabled: true, listen: \"0.0.0.0:{ui}\", tls: {{cert: {}, key: {}, client_ca: {}}}}}}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\n",
+            path_str(&dir.join("k.db")),
+            path_str(&pki.cert),
+            path_str(&pki.key),
+            path_str(&pki.ca),
+            path_str(&log)
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&cfg, ops);
+    let base = format!("https://127.0.0.1:{ui}");
+    let with_cert = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki.ca_pem).unwrap())
+        .identity(reqwest::Identity::from_pem(&pki.client_pem).unwrap())
+        .build()
+        .unwrap();
+    d.wait_for(
+        || {
+            with_cert
+                .get(format!("{base}/api/findings?rule=pod-exec"))
+                .send()
+                .ok()
+                .and_then(|r| r.json::<serde_json::Value>().ok())
+                .is_some_and(|v| v["findings"].as_array().is_some_and(|a| a.len() == 1))
+        },
+        "the finding through a client certificate",
+    );
+    let list: serde_json::Value = with_cert
+        .get(format!("{base}/api/findings?rule=pod-exec"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = list["findings"][0]["id"].as_str().unwrap().to_owned();
+    let r = with_cert
+        .post(format!("{base}/api/findings/{id}/triage"))
+        .json(&serde_json::json!({"action": "acknowledge", "comment": "mine"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let t: serde_json::Value = r.json().unwrap();
+    assert_eq!(t["actor"], "soc-laptop-7");
+    let without = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pki.ca_pem).unwrap())
+        .build()
+        .unwrap();
+    assert!(without.get(format!("{base}/api/findings")).send().is_err());
+    d.stop();
+}
