@@ -137,30 +137,7 @@ impl Store {
             w.sql(),
             w.params.len()
         );
-        let mut stmt = self
-            .conn
-            .prepare_cached(&text)
-            .map_err(sql("query findings"))?;
-        let mut rows = stmt
-            .query(params_from_iter(w.params.iter()))
-            .map_err(sql("query findings"))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(sql("query findings"))? {
-            let seq = r.get::<_, i64>(0).map_err(sql("read a finding"))? as u64;
-            let canonical: String = r.get(3).map_err(sql("read a finding"))?;
-            let finding = serde_json::from_str(&canonical).map_err(|e| Error::Corrupt {
-                seq,
-                what: format!("its finding is not JSON: {e}"),
-            })?;
-            out.push(StoredFinding {
-                seq,
-                hash: r.get(1).map_err(sql("read a finding"))?,
-                prev_hash: r.get(2).map_err(sql("read a finding"))?,
-                finding,
-                canonical,
-            });
-        }
-        Ok(out)
+        self.read_findings(&text, &w.params)
     }
 
     /// Every chain row whose finding time is in the range, plus every row

@@ -100,16 +100,8 @@ impl Console {
         self: &Arc<Self>,
         f: impl FnOnce(&Store) -> Result<T, crate::store::Error> + Send + 'static,
     ) -> Result<T, String> {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let store = me
-                .store
-                .lock()
-                .map_err(|_| "the store connection is unusable".to_owned())?;
-            f(&store).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
+        self.with_store_any(move |s| f(s).map_err(|e| e.to_string()))
+            .await
     }
 
     /// Runs `f` on the store off the async threads; `f`'s errors are

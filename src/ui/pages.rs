@@ -111,30 +111,9 @@ async fn findings(console: &Arc<Console>, query: &str) -> Result<String, ApiErro
     let asked: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let value = |k: &str| {
-        asked
-            .iter()
-            .find(|(n, _)| n == k)
-            .map_or(String::new(), |(_, v)| esc(v))
-    };
     let mut b =
         String::from("<h1>Findings</h1><form class=\"filters\" method=\"get\" action=\"/ui\">");
-    for (name, label) in [
-        ("since", "Since"),
-        ("until", "Until"),
-        ("severity", "Min severity"),
-        ("rule", "Rule"),
-        ("category", "Category"),
-        ("cluster", "Cluster"),
-        ("namespace", "Namespace"),
-        ("user", "User"),
-    ] {
-        let _ = write!(
-            b,
-            "<label>{label} <input name=\"{name}\" value=\"{}\"></label>",
-            value(name)
-        );
-    }
+    filter_inputs(&mut b, &asked);
     b.push_str("<button>Filter</button></form>");
     // The first page follows new findings (app.js polls the API).
     let top = page.rows.first().map_or(0, |r| r.seq);
@@ -457,33 +436,12 @@ fn export_form(query: &str) -> String {
     let asked: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let value = |k: &str| {
-        asked
-            .iter()
-            .find(|(n, _)| n == k)
-            .map_or(String::new(), |(_, v)| esc(v))
-    };
     let mut b = String::from(
         "<h1>Export evidence</h1><p>A bundle of the findings that match, with the hash chain of the \
          range, coverage and triage; signed when the console has a signing key. Check it with \
          <code>kaudit verify BUNDLE.tar.gz</code>.</p><form class=\"filters\" method=\"post\" action=\"/ui/export\"><input type=\"hidden\" name=\"csrf\" value=\"<kaudit-csrf>\">",
     );
-    for (name, label) in [
-        ("since", "Since"),
-        ("until", "Until"),
-        ("severity", "Min severity"),
-        ("rule", "Rule"),
-        ("category", "Category"),
-        ("cluster", "Cluster"),
-        ("namespace", "Namespace"),
-        ("user", "User"),
-    ] {
-        let _ = write!(
-            b,
-            "<label>{label} <input name=\"{name}\" value=\"{}\"></label>",
-            value(name)
-        );
-    }
+    filter_inputs(&mut b, &asked);
     b.push_str("<button>Download bundle</button></form>");
     layout("Export", &b, true)
 }
@@ -535,3 +493,27 @@ pub const APP_JS: &str = r#"// kaudit console: new findings appear at the top of
   window.setInterval(poll, 5000);
 })();
 "#;
+
+/// The filter fields of the findings list and the export form, holding
+/// what was asked.
+fn filter_inputs(b: &mut String, asked: &[(String, String)]) {
+    for (name, label) in [
+        ("since", "Since"),
+        ("until", "Until"),
+        ("severity", "Min severity"),
+        ("rule", "Rule"),
+        ("category", "Category"),
+        ("cluster", "Cluster"),
+        ("namespace", "Namespace"),
+        ("user", "User"),
+    ] {
+        let value = asked
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(String::new(), |(_, v)| esc(v));
+        let _ = write!(
+            b,
+            "<label>{label} <input name=\"{name}\" value=\"{value}\"></label>"
+        );
+    }
+}

@@ -31,14 +31,17 @@ fn start() -> Console {
     let log = dir.join("audit.log");
     let token = dir.join("ui.token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let key = dir.join("evidence.pem");
+    kaudit(&["keygen", "--out", &path_str(&key)], b"");
     let (ops, ui) = (free_port(), free_port());
     let cfg = dir.join("kaudit.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "cluster: prod\nstorage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\", ui: {{enabled: true, listen: \"127.0.0.1:{ui}\", token_file: {}}}}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\n",
+            "cluster: prod\nstorage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\", ui: {{enabled: true, listen: \"127.0.0.1:{ui}\", token_file: {}, sign_key: {}}}}}\nsources: [{{type: file, path: \"{}\", poll_ms: 50}}]\n",
             path_str(&dir.join("k.db")),
             path_str(&token),
+            path_str(&key),
             path_str(&log)
         ),
     )
@@ -783,8 +786,30 @@ fn triage_and_the_exported_bundle_go_together() {
     assert_eq!(r.headers()["content-type"], "application/gzip");
     let bundle = c._tmp.path().join("bundle.tar.gz");
     std::fs::write(&bundle, r.bytes().unwrap()).unwrap();
-    let out = kaudit(&["verify", &path_str(&bundle)], b"");
+    // Signed with the console's key: verify holds it to the public half.
+    let public = c._tmp.path().join("evidence.pem.pub");
+    let out = kaudit(
+        &[
+            "verify",
+            "--public-key",
+            &path_str(&public),
+            &path_str(&bundle),
+        ],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let other = c._tmp.path().join("other.pem");
+    kaudit(&["keygen", "--out", &path_str(&other)], b"");
+    let out = kaudit(
+        &[
+            "verify",
+            "--public-key",
+            &format!("{}.pub", path_str(&other)),
+            &path_str(&bundle),
+        ],
+        b"",
+    );
+    assert_ne!(out.status.code(), Some(0), "another key must not verify it");
     // The triage is in the bundle.
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
         std::fs::File::open(&bundle).unwrap(),
