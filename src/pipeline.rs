@@ -57,6 +57,9 @@ pub struct Counts {
     pub findings: u64,
     /// Findings the store already had (a redelivery, a rerun).
     pub duplicates: u64,
+    /// Events delivered again (the same request, stage and content seen
+    /// lately: a webhook client's retry), dropped before counting.
+    pub redelivered: u64,
     pub max_severity: Option<Severity>,
 }
 
@@ -85,6 +88,10 @@ pub struct Pipeline {
     pub counts: Counts,
     /// Other state to save with the next commit (the daemon's streams).
     extra_state: Vec<(String, Vec<u8>)>,
+    /// Events seen lately, by cluster, auditID, stage and content (the
+    /// daemon: a client that retries a batch it sent is not counted
+    /// twice in the coverage); off for `scan`.
+    recent: Option<lru::LruCache<[u8; 16], ()>>,
 }
 
 /// Dedup keys remembered at most (the oldest go first).
@@ -188,9 +195,18 @@ impl Pipeline {
                 dedup: HashMap::new(),
                 counts: Counts::default(),
                 extra_state: Vec::new(),
+                recent: None,
             },
             warning,
         ))
+    }
+
+    /// Drops events seen among the last `n` (by cluster, auditID, stage
+    /// and content): redeliveries, such as the API server retrying a
+    /// webhook batch whose answer it did not get, are neither counted nor
+    /// checked again.
+    pub fn drop_redeliveries(&mut self, n: usize) {
+        self.recent = std::num::NonZeroUsize::new(n).map(lru::LruCache::new);
     }
 
     /// Saves `state` under `name` with the next commit (replacing what an
@@ -486,6 +502,12 @@ impl Sink for Feeder<'_, '_, '_> {
         if self.p.stopped(self.out) {
             return;
         }
+        if let Some(recent) = &mut self.p.recent
+            && recent.put(delivery_key(ev), ()).is_some()
+        {
+            self.p.counts.redelivered += 1;
+            return;
+        }
         self.p.counts.events += 1;
         self.out.event(ev);
         if self.p.store.is_some() {
@@ -549,4 +571,29 @@ impl Sink for Feeder<'_, '_, '_> {
     fn skipped(&mut self, _line: u64, _what: &'static str) {
         self.p.counts.skipped += 1;
     }
+}
+
+/// What makes two deliveries of an event the same record: cluster, auditID,
+/// stage, and the request (time, verb, URI, user): a reused auditID on
+/// another request is not mistaken for a redelivery.
+fn delivery_key(ev: &AuditEvent<'_>) -> [u8; 16] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let stage = ev.stage.map(|s| format!("{s:?}")).unwrap_or_default();
+    for part in [
+        ev.cluster.as_deref().unwrap_or(""),
+        ev.audit_id(),
+        stage.as_str(),
+        ev.request_received_timestamp.as_deref().unwrap_or(""),
+        ev.verb(),
+        ev.request_uri.as_deref().unwrap_or(""),
+        ev.username(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    let d = h.finalize();
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&d[..16]);
+    k
 }

@@ -248,6 +248,9 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     // Detector state commits with every batch, in the same transaction as
     // the source's checkpoint (DESIGN, principle 1).
     pipeline.set_state_every(std::time::Duration::ZERO);
+    // A batch redelivered (the API server retrying a webhook POST whose
+    // answer timed out) is neither counted twice nor checked again.
+    pipeline.drop_redeliveries(1 << 16);
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }

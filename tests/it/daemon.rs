@@ -983,3 +983,61 @@ fn sighup_starts_restarts_and_stops_sources() {
     assert!(counts.values().all(|n| *n == 1));
     assert_eq!(coverage_events(&db), 30, "a line was read twice: {log}");
 }
+
+/// A webhook batch posted again (the API server retrying a POST whose
+/// answer it did not get) is neither counted twice nor alerted twice; a
+/// different request under a reused auditID still is looked at.
+#[test]
+fn a_redelivered_batch_is_counted_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let db = dir.join("k.db");
+    let (ops, hook) = (free_port(), free_port());
+    let cfg = dir.join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: prod\nstorage: {{path: {}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources:\n  - {{type: webhook, name: hook, listen: \"127.0.0.1:{hook}\", path: /audit, allow_anonymous: true}}\n",
+            path_str(&db)
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&cfg, ops);
+    let http = reqwest::blocking::Client::new();
+    let body = event_list(&ids(0..10));
+    for _ in 0..2 {
+        let r = http
+            .post(format!("http://127.0.0.1:{hook}/audit"))
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(coverage_events(&db), 10, "the retry was counted");
+    // The same auditID on another request (another user) is not a retry.
+    let other = exec_line("e0003").replace("alice@example.com", "mallory@example.com");
+    let r = http
+        .post(format!("http://127.0.0.1:{hook}/audit"))
+        .body(format!(
+            r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{other}]}}"#
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(coverage_events(&db), 11);
+    let reused = findings(&kaudit(
+        &[
+            "findings",
+            "--db",
+            &path_str(&db),
+            "--rule",
+            "audit-id-reused",
+            "--format",
+            "jsonl",
+        ],
+        b"",
+    ));
+    assert_eq!(reused.len(), 1);
+    d.stop();
+    assert_eq!(exec_counts(&db).len(), 11, "ten, and the reused id's own");
+}
