@@ -193,6 +193,7 @@ pub fn export(
         formats,
         signing_key,
         out_dir,
+        None,
     )?;
     println!(
         "kaudit export: {} findings, {} chain rows in range, written to {}{}",
@@ -221,12 +222,13 @@ pub fn bundle(
     formats: &[export::Format],
     signing_key: Option<ed25519_dalek::SigningKey>,
     out_dir: &Path,
+    max_rows: Option<usize>,
 ) -> anyhow::Result<(usize, usize)> {
     // One snapshot: the rows, the chain, its verification and the coverage
     // must describe the same database even while a scan commits.
     let (rows, chain, report, coverage, clusters, triage) = store.read_snapshot(|store| {
         let rows: Vec<ExportRow> = store
-            .query(filter, None)?
+            .query(filter, max_rows.map(|m| m + 1))?
             .into_iter()
             .map(|r| ExportRow {
                 seq: r.seq,
@@ -246,6 +248,13 @@ pub fn bundle(
         let triage = store.triage_of(&ids)?;
         Ok::<_, store::Error>((rows, chain, report, coverage, clusters, triage))
     })?;
+    if let Some(max) = max_rows
+        && rows.len() > max
+    {
+        bail!(
+            "more than {max} findings match: narrow the filter, or run `kaudit export` on the host"
+        );
+    }
     if let Some(p) = &report.problem {
         bail!(
             "the findings database fails verification, so no evidence is exported from it: {}",

@@ -282,6 +282,11 @@ pub struct UiConfig {
     /// the console; unsigned without it.
     #[serde(default)]
     pub sign_key: Option<PathBuf>,
+    /// Mark the session cookie `Secure` though the console itself speaks
+    /// plain HTTP (behind a reverse proxy that adds TLS). Always so with
+    /// `tls`.
+    #[serde(default)]
+    pub secure_cookie: bool,
 }
 
 impl Default for UiConfig {
@@ -294,6 +299,7 @@ impl Default for UiConfig {
             token_file: None,
             tls: None,
             sign_key: None,
+            secure_cookie: false,
         }
     }
 }

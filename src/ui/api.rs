@@ -171,13 +171,23 @@ pub async fn detail(console: &Arc<Console>, id: &str) -> Result<Detail, ApiError
 pub async fn coverage(console: &Arc<Console>, query: &str) -> Result<Value, ApiError> {
     let (f, _) = parse_query(query)?;
     let (since, until) = (f.since, f.until);
-    let (rows, clusters) = console
-        .with_store(move |s| Ok((s.coverage(since, until)?, s.coverage_clusters()?)))
+    // Hours are listed one by one: the range is bounded.
+    let span = until.unwrap_or_else(crate::timespec::now) - since.unwrap_or(0);
+    if since.is_none() || span > COVERAGE_MAX {
+        return Err(ApiError::Bad(
+            "coverage: give since (and until), at most 400 days apart".into(),
+        ));
+    }
+    console
+        .with_store(move |s| {
+            let rows = s.coverage(since, until)?;
+            let clusters = s.coverage_clusters()?;
+            Ok(crate::cli::evidence::coverage_json(
+                &rows, &clusters, since, until,
+            ))
+        })
         .await
-        .map_err(ApiError::Store)?;
-    Ok(crate::cli::evidence::coverage_json(
-        &rows, &clusters, since, until,
-    ))
+        .map_err(ApiError::Store)
 }
 
 pub async fn deliveries(
@@ -248,6 +258,11 @@ pub async fn triage(
             .map_err(|e| ApiError::Bad(format!("silence_for: {e}")))?,
         None => SILENCE_DEFAULT,
     };
+    if !(1..=SILENCE_MAX).contains(&until) {
+        return Err(ApiError::Bad(
+            "silence_for: between a second and 30 days".into(),
+        ));
+    }
     let id = id.to_owned();
     console
         .with_store(move |s| {
@@ -258,6 +273,15 @@ pub async fn triage(
             let f = &stored.finding;
             let silence_id = if action == TriageAction::Silence {
                 let text = |k: &str| f[k].as_str().filter(|v| !v.is_empty()).map(str::to_owned);
+                // A silence "like this finding" must not turn into a
+                // wildcard: a finding with no user (an attacker can send
+                // events without one) cannot be silenced this way.
+                if text("rule_id").is_none() || text("cluster").is_none() || text("user").is_none() {
+                    return Ok(Some(Err(
+                        "this finding names no user: silence it with `kaudit silence add` and the matchers you mean"
+                            .to_owned(),
+                    )));
+                }
                 Some(s.add_silence(&Silence {
                     rule: text("rule_id"),
                     cluster: text("cluster"),
@@ -283,11 +307,12 @@ pub async fn triage(
             };
             t.id = s.add_triage(&t)?;
             tracing::info!(finding = %id, action = action.as_str(), actor = %t.actor, "console: triage");
-            Ok(Some(t))
+            Ok(Some(Ok(t)))
         })
         .await
         .map_err(ApiError::Store)?
-        .ok_or(ApiError::NotFound)
+        .ok_or(ApiError::NotFound)?
+        .map_err(ApiError::Bad)
 }
 
 /// `POST /api/findings/{id}/triage` with a JSON body (`action`,
@@ -317,6 +342,12 @@ pub async fn triage_json(
 /// list, plus `format` lists), packed as `.tar.gz`: its file name and
 /// bytes. Signed with `server.ui.sign_key` when set.
 pub async fn export(console: &Arc<Console>, query: &str) -> Result<(String, Vec<u8>), ApiError> {
+    // One export at a time: each reads the store and writes a bundle.
+    let Ok(permit) = console.exporting.clone().try_acquire_owned() else {
+        return Err(ApiError::Bad(
+            "another export is being made; try again when it is done".into(),
+        ));
+    };
     let (filter, _) = parse_query(query)?;
     let mut formats = Vec::new();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
@@ -360,27 +391,41 @@ pub async fn export(console: &Arc<Console>, query: &str) -> Result<(String, Vec<
     let (d, a) = (dir.clone(), archive.clone());
     let result = console
         .with_store_any(move |s| {
-            crate::cli::evidence::bundle(s, &filter, asked, &formats, key, &d)
+            crate::cli::evidence::bundle(s, &filter, asked, &formats, key, &d, Some(MAX_ROWS))
                 .map_err(|e| format!("{e:#}"))?;
             crate::export::pack(&d, &a).map_err(|e| e.to_string())?;
-            let bytes = std::fs::read(&a).map_err(|e| e.to_string())?;
-            if bytes.len() > MAX_DOWNLOAD {
+            let size = std::fs::metadata(&a).map_err(|e| e.to_string())?.len();
+            if size > MAX_DOWNLOAD as u64 {
                 return Err(format!(
-                    "the bundle is {} MB, more than the console hands out ({} MB): use `kaudit export` on the host",
-                    bytes.len() >> 20,
+                    "the bundle is {} MB, more than the console hands out ({} MB): run `kaudit export` on the host",
+                    size >> 20,
                     MAX_DOWNLOAD >> 20
                 ));
             }
-            Ok(bytes)
+            std::fs::read(&a).map_err(|e| e.to_string())
         })
         .await;
     let _ = std::fs::remove_dir_all(&scratch);
-    let bytes = result.map_err(ApiError::Store)?;
+    drop(permit);
+    // What the user can do about a refusal is said; store details are not.
+    let bytes = result.map_err(|e| {
+        if e.contains("kaudit export") {
+            ApiError::Bad(e)
+        } else {
+            ApiError::Store(e)
+        }
+    })?;
     Ok((format!("{name}.tar.gz"), bytes))
 }
 
-/// The largest bundle the console hands out (it is held in memory).
+/// The largest bundle the console hands out (it is held in memory), and
+/// the most findings it puts in one.
 const MAX_DOWNLOAD: usize = 256 << 20;
+const MAX_ROWS: usize = 200_000;
+/// Silences made from a finding last at most this long.
+const SILENCE_MAX: i64 = 30 * 86_400;
+/// Coverage ranges asked for span at most this long.
+const COVERAGE_MAX: i64 = 400 * 86_400;
 
 fn rand_bytes() -> [u8; 8] {
     use rand_core::RngCore;

@@ -56,7 +56,12 @@ pub struct Console {
     secure: bool,
     /// Signs exported bundles.
     signing_key: Option<ed25519_dalek::SigningKey>,
+    /// One export at a time.
+    exporting: Arc<tokio::sync::Semaphore>,
 }
+
+/// Connections served at once at most (more wait to be accepted).
+const MAX_CONNECTIONS: usize = 256;
 
 impl Console {
     /// The console over the store at `db`.
@@ -90,8 +95,9 @@ impl Console {
             store: Mutex::new(Store::open(db).map_err(|e| e.to_string())?),
             token,
             sessions: Mutex::new(HashMap::new()),
-            secure: cfg.tls.is_some(),
+            secure: cfg.tls.is_some() || cfg.secure_cookie,
             signing_key,
+            exporting: Arc::new(tokio::sync::Semaphore::new(1)),
         })
     }
 
@@ -195,10 +201,15 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, tls = tls.is_some(), "findings console listening");
     }
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     while let Some((conn, peer)) = crate::server::accept(&listener, &mut stop).await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let console = console.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(conn)).await

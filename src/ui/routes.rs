@@ -20,8 +20,9 @@ pub struct Who {
     /// The name triage is recorded under: the session's, the client
     /// certificate's; none for a bare bearer token (the request names one).
     pub actor: Option<String>,
-    /// Let in by a session cookie (which a browser sends by itself): its
-    /// changes must carry the session's CSRF token.
+    /// Let in by something a browser sends by itself (the session cookie,
+    /// a client certificate): what its changes must be keyed to, the CSRF
+    /// token being derived from it. None for the bearer token.
     pub session: Option<String>,
 }
 
@@ -52,7 +53,7 @@ fn authorized(
     if let Some(cn) = client_cert {
         return Some(Who {
             actor: Some(cn.to_owned()),
-            session: None,
+            session: Some(format!("cert:{cn}")),
         });
     }
     if let Some(token) =
@@ -106,10 +107,13 @@ pub async fn route(
     client_cert: Option<String>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let token = session_of(&req)
-        .filter(|s| console.session_actor(s).is_some())
-        .map(|s| csrf_token(&s))
-        .unwrap_or_default();
+    let token = match &client_cert {
+        Some(cn) => csrf_token(&format!("cert:{cn}")),
+        None => session_of(&req)
+            .filter(|s| console.session_actor(s).is_some())
+            .map(|s| csrf_token(&s))
+            .unwrap_or_default(),
+    };
     let r = route_inner(console, client_cert, req).await;
     let is_html = r
         .headers()
@@ -198,10 +202,15 @@ async fn route_inner(
         }
         (&Method::POST, p) if p.starts_with("/api/findings/") && p.ends_with("/triage") => {
             let id = middle(p, "/api/findings/", "/triage");
-            if who
-                .as_ref()
-                .is_some_and(|w| !csrf_ok(w, header(&req, "x-kaudit-csrf").as_deref()))
-            {
+            // A client certificate also serves API clients, which no page
+            // could have made the request for: only a request a browser
+            // marks (Origin, Sec-Fetch-Site) needs the token then.
+            let from_browser =
+                header(&req, "origin").is_some() || header(&req, "sec-fetch-site").is_some();
+            if who.as_ref().is_some_and(|w| {
+                let cert = w.session.as_deref().is_some_and(|s| s.starts_with("cert:"));
+                (!cert || from_browser) && !csrf_ok(w, header(&req, "x-kaudit-csrf").as_deref())
+            }) {
                 return csrf_refused();
             }
             let body = match read_body(req, 16 * 1024).await {
@@ -233,6 +242,20 @@ async fn route_inner(
                 Ok(_) => redirect_to(&format!("/ui/findings/{id}")),
                 Err(e) => page_error(e),
             }
+        }
+        // A browser (cookie, certificate) exports through the form, whose
+        // POST carries the CSRF token; the GET is for API clients.
+        (&Method::GET, "/api/export")
+            if who.as_ref().is_some_and(|w| match w.session.as_deref() {
+                None => false,
+                // An API client with a certificate; a browser marks its requests.
+                Some(s) if s.starts_with("cert:") => header(&req, "sec-fetch-site").is_some(),
+                Some(_) => true,
+            }) =>
+        {
+            page_error(ApiError::Bad(
+                "export from the Export page (or with the bearer token)".into(),
+            ))
         }
         (&Method::POST, "/ui/export") | (&Method::GET, "/api/export") => {
             let q = if req.method() == Method::POST {
@@ -295,8 +318,8 @@ fn middle(path: &str, prefix: &str, suffix: &str) -> String {
 /// The login form: a name (what triage is recorded under) and the token,
 /// once; a session cookie in return.
 async fn login(console: &Arc<Console>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let body = match Limited::new(req.into_body(), 4096).collect().await {
-        Ok(b) => b.to_bytes(),
+    let body = match read_body(req, 4096).await {
+        Ok(b) => b,
         Err(_) => {
             return html(
                 StatusCode::BAD_REQUEST,
@@ -363,12 +386,19 @@ fn page_error(e: ApiError) -> Response<Full<Bytes>> {
     }
 }
 
+/// A request body of at most `limit` bytes, within 10 seconds (a client
+/// that trickles a body does not hold a connection).
 async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, Response<Full<Bytes>>> {
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(_) => Err(html(
+    let body = tokio::time::timeout(
+        Duration::from_secs(10),
+        Limited::new(req.into_body(), limit).collect(),
+    )
+    .await;
+    match body {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        _ => Err(html(
             StatusCode::PAYLOAD_TOO_LARGE,
-            pages::message("The request could not be read (too large?)."),
+            pages::message("The request could not be read (too large, or too slow)."),
         )),
     }
 }

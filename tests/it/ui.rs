@@ -165,7 +165,7 @@ fn the_api_takes_a_bearer_token_and_pages_newest_first() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
-    for path in ["/api/coverage", "/api/deliveries"] {
+    for path in ["/api/coverage?since=2026-11-01", "/api/deliveries"] {
         let r = http
             .get(format!("{}{path}", c.base))
             .bearer_auth(TOKEN)
@@ -173,8 +173,18 @@ fn the_api_takes_a_bearer_token_and_pages_newest_first() {
             .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
+    // Coverage lists hours one by one: its range is bounded.
+    let r = http
+        .get(format!(
+            "{}/api/coverage?since=2000-01-01&until=2100-01-01",
+            c.base
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
     let cov: serde_json::Value = http
-        .get(format!("{}/api/coverage", c.base))
+        .get(format!("{}/api/coverage?since=2026-11-01", c.base))
         .bearer_auth(TOKEN)
         .send()
         .unwrap()
@@ -763,6 +773,25 @@ fn triage_and_the_exported_bundle_go_together() {
     assert_eq!(r.status(), 201);
     let t: serde_json::Value = r.json().unwrap();
     assert_eq!(t["action"], "silence");
+    let r = http
+        .post(format!("{}/api/findings/{id}/triage", c.base))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"action": "silence", "comment": "forever", "actor": "bob", "silence_for": "400d"}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "silences from the console last 30 days at most"
+    );
+    // A browser session cannot export by GET (the form's POST carries the
+    // CSRF token); the bearer token can.
+    let r = http
+        .get(format!("{}/api/export?rule=pod-exec", c.base))
+        .header("Cookie", "kaudit_session=not-a-session")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
     assert!(t["silence_id"].as_i64().is_some(), "{t}");
     let detail: serde_json::Value = http
         .get(format!("{}/api/findings/{id}", c.base))
