@@ -7,7 +7,7 @@
 //! reports for each finding whether it was new or a duplicate of one stored
 //! before (principle 2). Sending alerts and acking sources is the caller's.
 
-use rusqlite::{TransactionBehavior, params};
+use super::db::{Begin, Conn, OptionalExt, params};
 
 use super::chain::{self, Head};
 use super::error::sql;
@@ -118,6 +118,142 @@ fn prepare(f: &Finding) -> Result<Prepared<'_>, Error> {
     })
 }
 
+/// The statements of one commit, inside its write transaction.
+fn write(
+    tx: &Conn,
+    batch: &Batch,
+    prepared: &[Prepared<'_>],
+    now: i64,
+) -> Result<Vec<Inserted>, Error> {
+    let mut head = chain::head(tx)?;
+    let mut out = Vec::with_capacity(prepared.len());
+    for (i, p) in prepared.iter().enumerate() {
+        let f = p.f;
+        let seq = head.seq + 1;
+        let hash = chain::step(&head.hash, p.canonical.as_bytes());
+        let prev_hex = hex::encode(head.hash);
+        let hash_hex = hex::encode(hash);
+        let n = tx
+            .execute(
+                "INSERT INTO findings (seq, id, cluster, audit_id, rule_id, severity, category,
+                     time, time_unix, \"user\", namespace, finding, prev_hash, hash, inserted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                 ON CONFLICT (cluster, audit_id, rule_id) DO NOTHING",
+                params![
+                    seq,
+                    f.id,
+                    f.cluster,
+                    f.audit_id,
+                    f.rule_id,
+                    f.severity as i64,
+                    f.category,
+                    f.time,
+                    p.time_unix,
+                    f.user,
+                    f.namespace,
+                    p.canonical,
+                    prev_hex,
+                    hash_hex,
+                    now,
+                ],
+            )
+            .map_err(sql("insert a finding"))?;
+        if n != 1 {
+            out.push(Inserted::Duplicate);
+            continue;
+        }
+        head = Head { seq, hash };
+        if let Some(Some(first)) = batch.repeat_of.get(i) {
+            tx.execute(
+                "UPDATE alert_outbox SET repeats = repeats + 1 WHERE finding_id = ?1",
+                params![first],
+            )
+            .map_err(sql("count a repeat"))?;
+        }
+        if let Some(Some(silence)) = batch.silenced.get(i) {
+            tx.execute(
+                "INSERT INTO silenced (finding_id, silence_id) VALUES (?1, ?2)
+                 ON CONFLICT DO NOTHING",
+                params![f.id, silence],
+            )
+            .map_err(sql("mark a finding silenced"))?;
+        }
+        for sink in batch.outbox.get(i).into_iter().flatten() {
+            tx.execute(
+                "INSERT INTO alert_outbox (finding_id, sink, state, attempts, next_attempt_at)
+                 VALUES (?1, ?2, 'pending', 0, ?3) ON CONFLICT DO NOTHING",
+                params![f.id, sink, now + batch.alert_delay.max(0)],
+            )
+            .map_err(sql("enqueue an alert"))?;
+        }
+        out.push(Inserted::New {
+            seq,
+            hash: hash_hex,
+        });
+    }
+
+    for r in &batch.quarantine {
+        let kept = &r.raw[..r.raw.len().min(QUARANTINE_RAW_CAP)];
+        tx.execute(
+            "INSERT INTO quarantine (inserted_at, source, position, kind, error, audit_id, raw, raw_len)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                now,
+                r.source,
+                r.position,
+                r.kind,
+                r.error,
+                r.audit_id,
+                kept,
+                r.raw.len()
+            ],
+        )
+        .map_err(sql("insert a quarantine row"))?;
+    }
+
+    for d in &batch.coverage {
+        tx.execute(
+            "INSERT INTO coverage (cluster, hour, source, events, malformed, truncated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (cluster, hour, source) DO UPDATE SET
+                 events = coverage.events + excluded.events,
+                 malformed = coverage.malformed + excluded.malformed,
+                 truncated = coverage.truncated + excluded.truncated",
+            params![
+                d.cluster,
+                d.hour,
+                d.source,
+                d.events,
+                d.malformed,
+                d.truncated
+            ],
+        )
+        .map_err(sql("update coverage"))?;
+    }
+
+    for c in &batch.checkpoints {
+        tx.execute(
+            "INSERT INTO source_checkpoints (source, key, position, updated_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (source, key) DO UPDATE SET
+                 position = excluded.position, updated_at = excluded.updated_at",
+            params![c.source, c.key, c.position, now],
+        )
+        .map_err(sql("write a source checkpoint"))?;
+    }
+
+    for (name, state) in &batch.state {
+        tx.execute(
+            "INSERT INTO detector_state (name, state, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET
+                 state = excluded.state, updated_at = excluded.updated_at",
+            params![name, state, now],
+        )
+        .map_err(sql("write detector state"))?;
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Commits `batch` in one transaction: its new findings (linked into the
     /// hash chain), its quarantine rows, its coverage counts (added to what
@@ -138,151 +274,9 @@ impl Store {
             .map(prepare)
             .collect::<Result<Vec<_>, _>>()?;
         let now = now_unix();
-        let tx = self
+        let out = self
             .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("start a write transaction"))?;
-        let mut head = chain::head(&tx)?;
-        let mut out = Vec::with_capacity(prepared.len());
-        {
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT INTO findings (seq, id, cluster, audit_id, rule_id, severity, category,
-                         time, time_unix, user, namespace, finding, prev_hash, hash, inserted_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
-                     ON CONFLICT (cluster, audit_id, rule_id) DO NOTHING",
-                )
-                .map_err(sql("prepare the finding insert"))?;
-            let mut enqueue = tx
-                .prepare_cached(
-                    "INSERT INTO alert_outbox (finding_id, sink, state, attempts, next_attempt_at)
-                     VALUES (?1, ?2, 'pending', 0, ?3) ON CONFLICT DO NOTHING",
-                )
-                .map_err(sql("prepare the outbox insert"))?;
-            for (i, p) in prepared.iter().enumerate() {
-                let f = p.f;
-                let seq = head.seq + 1;
-                let hash = chain::step(&head.hash, p.canonical.as_bytes());
-                let prev_hex = hex::encode(head.hash);
-                let hash_hex = hex::encode(hash);
-                let n = ins
-                    .execute(params![
-                        seq as i64,
-                        f.id,
-                        f.cluster,
-                        f.audit_id,
-                        f.rule_id,
-                        f.severity as i64,
-                        f.category,
-                        f.time,
-                        p.time_unix,
-                        f.user,
-                        f.namespace,
-                        p.canonical,
-                        prev_hex,
-                        hash_hex,
-                        now,
-                    ])
-                    .map_err(sql("insert a finding"))?;
-                if n == 1 {
-                    head = Head { seq, hash };
-                    if let Some(Some(first)) = batch.repeat_of.get(i) {
-                        tx.execute(
-                            "UPDATE alert_outbox SET repeats = repeats + 1 WHERE finding_id = ?1",
-                            params![first],
-                        )
-                        .map_err(sql("count a repeat"))?;
-                    }
-                    if let Some(Some(silence)) = batch.silenced.get(i) {
-                        tx.execute(
-                            "INSERT OR IGNORE INTO silenced (finding_id, silence_id) VALUES (?1, ?2)",
-                            params![f.id, silence],
-                        )
-                        .map_err(sql("mark a finding silenced"))?;
-                    }
-                    for sink in batch.outbox.get(i).into_iter().flatten() {
-                        enqueue
-                            .execute(params![f.id, sink, now + batch.alert_delay.max(0)])
-                            .map_err(sql("enqueue an alert"))?;
-                    }
-                    out.push(Inserted::New {
-                        seq,
-                        hash: hash_hex,
-                    });
-                } else {
-                    out.push(Inserted::Duplicate);
-                }
-            }
-
-            let mut q = tx
-                .prepare_cached(
-                    "INSERT INTO quarantine (inserted_at, source, position, kind, error, audit_id, raw, raw_len)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(sql("prepare the quarantine insert"))?;
-            for r in &batch.quarantine {
-                let kept = &r.raw[..r.raw.len().min(QUARANTINE_RAW_CAP)];
-                q.execute(params![
-                    now,
-                    r.source,
-                    r.position,
-                    r.kind,
-                    r.error,
-                    r.audit_id,
-                    kept,
-                    r.raw.len() as i64
-                ])
-                .map_err(sql("insert a quarantine row"))?;
-            }
-
-            let mut c = tx
-                .prepare_cached(
-                    "INSERT INTO coverage (cluster, hour, source, events, malformed, truncated)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (cluster, hour, source) DO UPDATE SET
-                         events = events + excluded.events,
-                         malformed = malformed + excluded.malformed,
-                         truncated = truncated + excluded.truncated",
-                )
-                .map_err(sql("prepare the coverage update"))?;
-            for d in &batch.coverage {
-                c.execute(params![
-                    d.cluster,
-                    d.hour,
-                    d.source,
-                    d.events as i64,
-                    d.malformed as i64,
-                    d.truncated as i64
-                ])
-                .map_err(sql("update coverage"))?;
-            }
-
-            let mut k = tx
-                .prepare_cached(
-                    "INSERT INTO source_checkpoints (source, key, position, updated_at)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (source, key) DO UPDATE SET
-                         position = excluded.position, updated_at = excluded.updated_at",
-                )
-                .map_err(sql("prepare the source checkpoint update"))?;
-            for s in &batch.checkpoints {
-                k.execute(params![s.source, s.key, s.position, now])
-                    .map_err(sql("write a source checkpoint"))?;
-            }
-
-            let mut d = tx
-                .prepare_cached(
-                    "INSERT INTO detector_state (name, state, updated_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (name) DO UPDATE SET
-                         state = excluded.state, updated_at = excluded.updated_at",
-                )
-                .map_err(sql("prepare the detector state update"))?;
-            for (name, state) in &batch.state {
-                d.execute(params![name, state, now])
-                    .map_err(sql("write detector state"))?;
-            }
-        }
-        tx.commit().map_err(sql("commit a batch"))?;
+            .transaction(Begin::Write, |tx| write(tx, batch, &prepared, now))?;
         let new = out
             .iter()
             .filter(|i| matches!(i, Inserted::New { .. }))
@@ -298,7 +292,6 @@ impl Store {
 
     /// The detector snapshot last committed under `name`.
     pub fn detector_state(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
-        use rusqlite::OptionalExtension;
         self.conn
             .query_row(
                 "SELECT state FROM detector_state WHERE name = ?1",
@@ -311,20 +304,17 @@ impl Store {
 
     /// Every (key, position) committed for `source`.
     pub fn source_checkpoints(&self, source: &str) -> Result<Vec<(String, String)>, Error> {
-        let mut q = self
-            .conn
-            .prepare_cached("SELECT key, position FROM source_checkpoints WHERE source = ?1")
-            .map_err(sql("read source checkpoints"))?;
-        let rows = q
-            .query_map(params![source], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(sql("read source checkpoints"))?;
-        rows.collect::<Result<Vec<_>, _>>()
+        self.conn
+            .query_map(
+                "SELECT key, position FROM source_checkpoints WHERE source = ?1",
+                params![source],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map_err(sql("read source checkpoints"))
     }
 
     /// The position last committed for `source` and `key`, to resume from.
     pub fn source_checkpoint(&self, source: &str, key: &str) -> Result<Option<String>, Error> {
-        use rusqlite::OptionalExtension;
         self.conn
             .query_row(
                 "SELECT position FROM source_checkpoints WHERE source = ?1 AND key = ?2",
@@ -344,7 +334,9 @@ mod tests {
     fn count(store: &Store, table: &str) -> i64 {
         store
             .conn()
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .query_row(&format!("SELECT count(*) FROM {table}"), params![], |r| {
+                r.get(0)
+            })
             .unwrap()
     }
 
@@ -432,9 +424,11 @@ mod tests {
 
         let (raw_len, kept): (i64, i64) = store
             .conn()
-            .query_row("SELECT raw_len, length(raw) FROM quarantine", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT raw_len, length(raw) FROM quarantine",
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!(raw_len as usize, QUARANTINE_RAW_CAP + 10);
         assert_eq!(kept as usize, QUARANTINE_RAW_CAP);
@@ -465,15 +459,23 @@ mod tests {
             .unwrap();
         // A database-side failure on the last write of the batch (the source
         // checkpoint) and, separately, in the middle of the findings.
-        store
-            .conn()
-            .execute_batch(
+        let triggers = match store.dialect() {
+            crate::store::Dialect::Sqlite => {
                 "CREATE TRIGGER boom_ckpt BEFORE INSERT ON source_checkpoints WHEN NEW.key = 'boom'
                  BEGIN SELECT RAISE(ABORT, 'forced failure'); END;
                  CREATE TRIGGER boom_finding BEFORE INSERT ON findings WHEN NEW.audit_id = 'boom'
-                 BEGIN SELECT RAISE(ABORT, 'forced failure'); END;",
-            )
-            .unwrap();
+                 BEGIN SELECT RAISE(ABORT, 'forced failure'); END;"
+            }
+            crate::store::Dialect::Postgres => {
+                "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS
+                     $$ BEGIN RAISE EXCEPTION 'forced failure'; END $$;
+                 CREATE TRIGGER boom_ckpt BEFORE INSERT ON source_checkpoints FOR EACH ROW
+                     WHEN (NEW.key = 'boom') EXECUTE FUNCTION boom();
+                 CREATE TRIGGER boom_finding BEFORE INSERT ON findings FOR EACH ROW
+                     WHEN (NEW.audit_id = 'boom') EXECUTE FUNCTION boom();"
+            }
+        };
+        store.conn().execute_batch(triggers).unwrap();
         let batch = Batch {
             findings: vec![
                 finding("c1", "a1", "pod-exec"),

@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Conn, OptionalExt, params};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -69,11 +69,11 @@ pub(crate) struct Head {
 }
 
 /// The last row, else the retention anchor, else the empty chain.
-pub(crate) fn head(conn: &Connection) -> Result<Head, Error> {
+pub(crate) fn head(conn: &Conn) -> Result<Head, Error> {
     let last: Option<(i64, String)> = conn
         .query_row(
             "SELECT seq, hash FROM findings ORDER BY seq DESC LIMIT 1",
-            [],
+            params![],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()
@@ -207,10 +207,10 @@ struct Row {
     hash: String,
 }
 
-const ROW_COLUMNS: &str = "seq, id, cluster, audit_id, rule_id, severity, category, time, time_unix, user, namespace, finding, prev_hash, hash";
+const ROW_COLUMNS: &str = "seq, id, cluster, audit_id, rule_id, severity, category, time, time_unix, \"user\", namespace, finding, prev_hash, hash";
 
 /// Reads a row; a column of the wrong type is reported by name.
-fn read_row(r: &rusqlite::Row<'_>) -> Result<Row, (i64, &'static str)> {
+fn read_row(r: &super::db::Row<'_, '_>) -> Result<Row, (i64, &'static str)> {
     let seq: i64 = r.get(0).map_err(|_| (-1, "seq"))?;
     macro_rules! col {
         ($i:expr, $name:expr) => {
@@ -309,14 +309,8 @@ pub(crate) struct Walk {
 /// Walks the rows after `start` in seq order, checking each link, hash and
 /// column; stops at the first problem. With `all_rows`, rows at or before
 /// `start.seq` are reported as inserted (they sit inside a pruned range).
-pub(crate) fn walk(conn: &Connection, start: Head, all_rows: bool) -> Result<Walk, Error> {
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT {ROW_COLUMNS} FROM findings WHERE seq > ?1 ORDER BY seq"
-        ))
-        .map_err(sql("read the chain"))?;
+pub(crate) fn walk(conn: &Conn, start: Head, all_rows: bool) -> Result<Walk, Error> {
     let from = if all_rows { i64::MIN } else { start.seq as i64 };
-    let mut rows = stmt.query(params![from]).map_err(sql("read the chain"))?;
     let mut last = start;
     let mut last_id: Option<String> = None;
     let mut w = Walk {
@@ -325,82 +319,100 @@ pub(crate) fn walk(conn: &Connection, start: Head, all_rows: bool) -> Result<Wal
         head: start,
         problem: None,
     };
-    while let Some(r) = rows.next().map_err(sql("read the chain"))? {
-        let row = match read_row(r) {
-            Ok(row) => row,
-            Err((seq, col)) => {
-                let seq = if seq < 0 { last.seq + 1 } else { seq as u64 };
+    // A row that does not link to its predecessor, diagnosed with more
+    // queries once the walk let go of the connection.
+    let mut unlinked: Option<Row> = None;
+    conn.query_each(
+        &format!("SELECT {ROW_COLUMNS} FROM findings WHERE seq > ?1 ORDER BY seq"),
+        params![from],
+        |r| -> Result<bool, Error> {
+            let row = match read_row(r) {
+                Ok(row) => row,
+                Err((seq, col)) => {
+                    let seq = if seq < 0 { last.seq + 1 } else { seq as u64 };
+                    w.problem = Some(problem(
+                        ProblemKind::Altered,
+                        seq,
+                        None,
+                        format!(
+                            "row {seq}: its {col} column holds a value of the wrong type: it was altered after it was written"
+                        ),
+                    ));
+                    return Ok(false);
+                }
+            };
+            let expected = last.seq + 1;
+            if row.seq < expected {
                 w.problem = Some(problem(
-                    ProblemKind::Altered,
-                    seq,
-                    None,
+                    ProblemKind::Inserted,
+                    row.seq,
+                    Some(&row.id),
                     format!(
-                        "row {seq}: its {col} column holds a value of the wrong type: it was altered after it was written"
+                        "row {} (finding {}) lies inside the range retention pruned (rows up to {}): it was inserted afterwards",
+                        row.seq, row.id, last.seq
                     ),
                 ));
-                return Ok(w);
+                return Ok(false);
             }
-        };
-        let expected = last.seq + 1;
-        if row.seq < expected {
-            w.problem = Some(problem(
-                ProblemKind::Inserted,
-                row.seq,
-                Some(&row.id),
-                format!(
-                    "row {} (finding {}) lies inside the range retention pruned (rows up to {}): it was inserted afterwards",
-                    row.seq, row.id, last.seq
-                ),
-            ));
-            return Ok(w);
-        }
-        if row.seq > expected {
-            let missing = if row.seq - 1 == expected {
-                format!("row {expected} is missing")
-            } else {
-                format!("rows {expected}–{} are missing", row.seq - 1)
+            if row.seq > expected {
+                let missing = if row.seq - 1 == expected {
+                    format!("row {expected} is missing")
+                } else {
+                    format!("rows {expected}–{} are missing", row.seq - 1)
+                };
+                let from = if last.seq == 0 {
+                    "the chain starts at".to_owned()
+                } else {
+                    format!("the chain goes from row {} to", last.seq)
+                };
+                w.problem = Some(problem(
+                    ProblemKind::Deleted,
+                    expected,
+                    None,
+                    format!(
+                        "{missing} ({from} row {} (finding {})): deleted",
+                        row.seq, row.id
+                    ),
+                ));
+                return Ok(false);
+            }
+            let Some(prev) = decode_hash(&row.prev_hash) else {
+                w.problem = Some(altered(&row, "its prev_hash is not 64 hex characters"));
+                return Ok(false);
             };
-            let from = if last.seq == 0 {
-                "the chain starts at".to_owned()
-            } else {
-                format!("the chain goes from row {} to", last.seq)
+            if hex::encode(step(&prev, row.finding.as_bytes())) != row.hash {
+                w.problem = Some(altered(&row, "its content does not match its hash"));
+                return Ok(false);
+            }
+            if let Some(what) = column_mismatch(&row) {
+                w.problem = Some(altered(&row, &what));
+                return Ok(false);
+            }
+            if prev != last.hash {
+                unlinked = Some(row);
+                return Ok(false);
+            }
+            let Some(hash) = decode_hash(&row.hash) else {
+                w.problem = Some(altered(&row, "its hash is not 64 hex characters"));
+                return Ok(false);
             };
-            w.problem = Some(problem(
-                ProblemKind::Deleted,
-                expected,
-                None,
-                format!(
-                    "{missing} ({from} row {} (finding {})): deleted",
-                    row.seq, row.id
-                ),
-            ));
-            return Ok(w);
-        }
-        let Some(prev) = decode_hash(&row.prev_hash) else {
-            w.problem = Some(altered(&row, "its prev_hash is not 64 hex characters"));
-            return Ok(w);
-        };
-        if hex::encode(step(&prev, row.finding.as_bytes())) != row.hash {
-            w.problem = Some(altered(&row, "its content does not match its hash"));
-            return Ok(w);
-        }
-        if let Some(what) = column_mismatch(&row) {
-            w.problem = Some(altered(&row, &what));
-            return Ok(w);
-        }
-        if prev != last.hash {
-            w.problem = Some(diagnose_link(conn, &row, last, last_id.as_deref())?);
-            return Ok(w);
-        }
-        let Some(hash) = decode_hash(&row.hash) else {
-            w.problem = Some(altered(&row, "its hash is not 64 hex characters"));
-            return Ok(w);
-        };
-        last = Head { seq: row.seq, hash };
-        w.rows += 1;
-        w.first_seq.get_or_insert(row.seq);
-        w.head = last;
-        last_id = Some(row.id);
+            last = Head { seq: row.seq, hash };
+            w.rows += 1;
+            w.first_seq.get_or_insert(row.seq);
+            w.head = last;
+            last_id = Some(row.id);
+            Ok(true)
+        },
+    )
+    .map_err(|e| match e {
+        Error::Sqlite { source, .. } => Error::Sqlite {
+            action: "read the chain",
+            source,
+        },
+        other => other,
+    })?;
+    if let Some(row) = unlinked {
+        w.problem = Some(diagnose_link(conn, &row, last, last_id.as_deref())?);
     }
     Ok(w)
 }
@@ -408,7 +420,7 @@ pub(crate) fn walk(conn: &Connection, start: Head, all_rows: bool) -> Result<Wal
 /// `row` does not link to the row before it: find out why from where its
 /// `prev_hash` points.
 fn diagnose_link(
-    conn: &Connection,
+    conn: &Conn,
     row: &Row,
     last: Head,
     last_id: Option<&str>,
@@ -557,9 +569,11 @@ mod tests {
     fn id_at(store: &Store, seq: i64) -> String {
         store
             .conn()
-            .query_row("SELECT id FROM findings WHERE seq = ?1", [seq], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT id FROM findings WHERE seq = ?1",
+                params![seq],
+                |r| r.get(0),
+            )
             .unwrap()
     }
 
@@ -629,7 +643,7 @@ mod tests {
             .conn()
             .execute(
                 "UPDATE findings SET finding = replace(finding, 'alice@example.com', 'bob@example.com') WHERE seq = 4",
-                [],
+                params![],
             )
             .unwrap();
         let p = broken(&store);
@@ -650,7 +664,7 @@ mod tests {
             .conn()
             .execute(
                 "UPDATE findings SET cluster = 'elsewhere' WHERE seq = 6",
-                [],
+                params![],
             )
             .unwrap();
         let p = broken(&store);
@@ -671,7 +685,7 @@ mod tests {
             .conn()
             .query_row(
                 "SELECT prev_hash, finding FROM findings WHERE seq = 3",
-                [],
+                params![],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .unwrap();
@@ -694,7 +708,7 @@ mod tests {
         let (_dir, store) = store_with(10);
         store
             .conn()
-            .execute("DELETE FROM findings WHERE seq = 5", [])
+            .execute("DELETE FROM findings WHERE seq = 5", params![])
             .unwrap();
         let p = broken(&store);
         assert_eq!((p.kind, p.seq), (ProblemKind::Deleted, 5));
@@ -712,7 +726,7 @@ mod tests {
         let (_dir, store) = store_with(10);
         store
             .conn()
-            .execute("DELETE FROM findings WHERE seq <= 2", [])
+            .execute("DELETE FROM findings WHERE seq <= 2", params![])
             .unwrap();
         let p = broken(&store);
         assert_eq!((p.kind, p.seq), (ProblemKind::Deleted, 1));
@@ -756,7 +770,9 @@ mod tests {
         let (_dir, store) = store_with(10);
         let hash4: String = store
             .conn()
-            .query_row("SELECT hash FROM findings WHERE seq = 4", [], |r| r.get(0))
+            .query_row("SELECT hash FROM findings WHERE seq = 4", params![], |r| {
+                r.get(0)
+            })
             .unwrap();
         store
             .conn()
@@ -771,7 +787,7 @@ mod tests {
         store
             .conn()
             .execute(
-                "INSERT INTO findings (seq, id, cluster, audit_id, rule_id, severity, category, time, time_unix, user, namespace, finding, prev_hash, hash, inserted_at)
+                "INSERT INTO findings (seq, id, cluster, audit_id, rule_id, severity, category, time, time_unix, \"user\", namespace, finding, prev_hash, hash, inserted_at)
                  VALUES (5, ?1, 'c1', 'forged', 'pod-exec', 2, 'exec', ?2, ?3, 'alice@example.com', 'payments', ?4, ?5, ?6, 0)",
                 params![forged.id, forged.time, forged.time.as_deref().and_then(parse_time), canonical, hash4, hash],
             )
@@ -794,12 +810,21 @@ mod tests {
         let (_dir, store) = store_with(3);
         store
             .conn()
-            .execute("UPDATE findings SET severity = 'high' WHERE seq = 2", [])
+            .execute(
+                "UPDATE findings SET severity = 'high' WHERE seq = 2",
+                params![],
+            )
             .unwrap_err(); // the CHECK constraint refuses text
-        store
-            .conn()
-            .execute("UPDATE findings SET time_unix = 'soon' WHERE seq = 2", [])
-            .unwrap();
+        let typed = store.conn().execute(
+            "UPDATE findings SET time_unix = 'soon' WHERE seq = 2",
+            params![],
+        );
+        if store.dialect() == crate::store::Dialect::Postgres {
+            // PostgreSQL's columns are typed: the value cannot be stored.
+            typed.unwrap_err();
+            return;
+        }
+        typed.unwrap();
         let p = broken(&store);
         assert_eq!((p.kind, p.seq), (ProblemKind::Altered, 2), "{}", p.message);
         assert!(p.message.contains("time_unix"), "{}", p.message);

@@ -20,8 +20,8 @@
 //! checks it (see `keys`). Scheduling checkpoints and shipping them is the
 //! daemon's job.
 
+use super::db::{Conn, OptionalExt, params};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -365,7 +365,7 @@ fn rfc3339(t: i64) -> String {
         .unwrap_or_else(|| format!("unix time {t}"))
 }
 
-fn stored_hash(conn: &Connection, seq: u64) -> Result<Option<String>, Error> {
+fn stored_hash(conn: &Conn, seq: u64) -> Result<Option<String>, Error> {
     conn.query_row(
         "SELECT hash FROM findings WHERE seq = ?1",
         params![seq as i64],
@@ -379,7 +379,7 @@ fn stored_hash(conn: &Connection, seq: u64) -> Result<Option<String>, Error> {
 /// recording the first problem in it. With `trusted`, every signature must
 /// be by that key; without, each is checked against the key it names.
 pub(crate) fn check_all(
-    conn: &Connection,
+    conn: &Conn,
     report: &mut ChainReport,
     checkpoints: &[ChainCheckpoint],
     trusted: Option<&VerifyingKey>,
@@ -536,24 +536,20 @@ impl Store {
 
     /// The checkpoints stored in this database, oldest first.
     pub fn stored_checkpoints(&self) -> Result<Vec<ChainCheckpoint>, Error> {
-        let mut stmt = self
-            .conn
-            .prepare(
+        self.conn
+            .query_map(
                 "SELECT seq, hash, time, signature, public_key FROM chain_checkpoints ORDER BY id",
+                params![],
+                |r| {
+                    Ok(ChainCheckpoint {
+                        seq: r.get::<i64>(0)? as u64,
+                        hash: r.get(1)?,
+                        time: r.get(2)?,
+                        signature: r.get(3)?,
+                        public_key: r.get(4)?,
+                    })
+                },
             )
-            .map_err(sql("read chain checkpoints"))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(ChainCheckpoint {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    hash: r.get(1)?,
-                    time: r.get(2)?,
-                    signature: r.get(3)?,
-                    public_key: r.get(4)?,
-                })
-            })
-            .map_err(sql("read chain checkpoints"))?;
-        rows.collect::<Result<_, _>>()
             .map_err(sql("read chain checkpoints"))
     }
 
@@ -696,7 +692,7 @@ mod tests {
         store.sign_head(&key).unwrap().unwrap();
         store
             .conn()
-            .execute("DELETE FROM findings WHERE seq > 8", [])
+            .execute("DELETE FROM findings WHERE seq > 8", params![])
             .unwrap();
         let p = store.verify_chain().unwrap().problem.unwrap();
         assert_eq!(
@@ -714,16 +710,14 @@ mod tests {
         commit_n(&mut store, 0, 6);
         let cp = store.sign_head(&key).unwrap().unwrap();
         // Rewrite row 2 and recompute every later hash: the chain verifies.
-        let rows: Vec<(i64, String)> = {
-            let mut st = store
-                .conn()
-                .prepare("SELECT seq, finding FROM findings ORDER BY seq")
-                .unwrap();
-            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect()
-        };
+        let rows: Vec<(i64, String)> = store
+            .conn()
+            .query_map(
+                "SELECT seq, finding FROM findings ORDER BY seq",
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
         let mut prev = chain::ZERO_HASH.to_owned();
         for (seq, canonical) in rows {
             let canonical = if seq == 2 {
@@ -803,7 +797,7 @@ mod tests {
             .conn()
             .execute(
                 "UPDATE findings SET finding = finding || ' ' WHERE seq = 6",
-                [],
+                params![],
             )
             .unwrap();
         let e = store.sign_head(&key).unwrap_err();
@@ -842,17 +836,19 @@ mod tests {
         // Forged: a prefix deleted and an anchor written by hand.
         let hash: String = store
             .conn()
-            .query_row("SELECT hash FROM findings WHERE seq = 2", [], |r| r.get(0))
+            .query_row("SELECT hash FROM findings WHERE seq = 2", params![], |r| {
+                r.get(0)
+            })
             .unwrap();
         store
             .conn()
-            .execute("DELETE FROM findings WHERE seq <= 2", [])
+            .execute("DELETE FROM findings WHERE seq <= 2", params![])
             .unwrap();
         store
             .conn()
             .execute(
                 "INSERT INTO chain_anchor (id, seq, hash, pruned_rows, cutoff, pruned_at) VALUES (1, 2, ?1, 2, 0, 0)",
-                [&hash],
+                params![hash],
             )
             .unwrap();
         let mut r = store

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+pub use super::db::DbError;
+
 /// What went wrong in the findings store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -13,18 +15,16 @@ pub enum Error {
         "cannot open the findings database at {}: {source} (is the directory writable? is another kaudit writing it?)",
         path.display()
     )]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Open { path: PathBuf, source: DbError },
+    #[error(
+        "cannot connect to the PostgreSQL findings store {url}: {source} (is the server up, the URL right, the password current?)"
+    )]
+    Connect { url: String, source: DbError },
     #[error(
         "the findings database at {} is locked: {source} (is another kaudit writing it?)",
         path.display()
     )]
-    Locked {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Locked { path: PathBuf, source: DbError },
     #[error(
         "cannot upgrade the findings database at {} to schema version {version}: {source} (restore it from a backup, or move it away to start a new one)",
         path.display()
@@ -32,7 +32,7 @@ pub enum Error {
     Migrate {
         path: PathBuf,
         version: u32,
-        source: rusqlite::Error,
+        source: DbError,
     },
     #[error(
         "the findings database at {} has schema version {found}, newer than this kaudit understands ({supported}): run a newer kaudit",
@@ -46,7 +46,7 @@ pub enum Error {
     #[error("cannot {action} in the findings database: {source}")]
     Sqlite {
         action: &'static str,
-        source: rusqlite::Error,
+        source: DbError,
     },
     #[error("cannot encode finding {id} as canonical JSON: {source}")]
     Canonical {
@@ -65,15 +65,19 @@ pub enum Error {
     Tampered(String),
 }
 
-/// Wraps a rusqlite error with what the store was doing.
-pub(crate) fn sql(action: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
-    move |source| Error::Sqlite { action, source }
+/// Wraps a database error with what the store was doing.
+pub(crate) fn sql<E: Into<DbError>>(action: &'static str) -> impl FnOnce(E) -> Error {
+    move |source| Error::Sqlite {
+        action,
+        source: source.into(),
+    }
 }
 
-/// True when SQLite gave up waiting for another connection's lock.
-pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
+impl From<DbError> for Error {
+    fn from(source: DbError) -> Error {
+        Error::Sqlite {
+            action: "read the database",
+            source,
+        }
+    }
 }

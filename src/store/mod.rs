@@ -36,6 +36,7 @@ mod batch;
 mod canonical;
 pub mod chain;
 pub mod checkpoint;
+pub(crate) mod db;
 mod error;
 pub mod keys;
 mod outbox;
@@ -51,6 +52,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+
+use db::{Begin, Conn, DbError};
+pub use db::{Dialect, is_postgres_url, redact_url};
 
 pub use batch::{
     Batch, CoverageDelta, Inserted, QUARANTINE_RAW_CAP, QuarantineRow, SourceCheckpoint,
@@ -73,9 +77,11 @@ const PAGE_SIZE: i64 = 8 * 1024;
 /// Page cache per connection, KiB (bounded memory: DESIGN.md principle 4).
 const CACHE_KIB: i64 = 32 * 1024;
 
-/// An open findings database.
+/// An open findings database: a SQLite file, or a PostgreSQL database
+/// that several instances share.
 pub struct Store {
-    conn: Connection,
+    conn: Conn,
+    /// The SQLite file, or the PostgreSQL URL with its password hidden.
     path: PathBuf,
 }
 
@@ -95,8 +101,12 @@ impl Store {
     /// migration fails, or when the schema is newer than this kaudit.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, Error> {
         let path = path.as_ref().to_owned();
+        if let Some(url) = path.to_str().filter(|p| is_postgres_url(p)) {
+            return Store::open_postgres(url);
+        }
         let open_err = |source: rusqlite::Error| {
-            if error::is_busy(&source) {
+            let source = DbError::from(source);
+            if source.is_busy() {
                 Error::Locked {
                     path: path.clone(),
                     source,
@@ -110,12 +120,12 @@ impl Store {
         };
         create_private(&path).map_err(|e| Error::Open {
             path: path.clone(),
-            source: rusqlite::Error::SqliteFailure(
+            source: DbError::from(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
                 Some(format!("cannot create the file with mode 0600: {e}")),
-            ),
+            )),
         })?;
-        let mut conn = Connection::open_with_flags(
+        let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
                 | OpenFlags::SQLITE_OPEN_CREATE
@@ -153,12 +163,43 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
-        schema::migrate(&mut conn, &path)?;
+        let conn = Conn::Sqlite(conn);
+        schema::migrate(&conn, &path)?;
         tracing::debug!(path = %path.display(), "findings database open");
         Ok(Store { conn, path })
     }
 
-    /// Where this database lives.
+    /// Connects to the PostgreSQL database at `url` (`postgres://...`) and
+    /// brings its schema up to date; instances starting together migrate
+    /// one at a time.
+    ///
+    /// # Errors
+    /// When the server cannot be reached or refuses the login, when a
+    /// migration fails, or when the schema is newer than this kaudit.
+    pub fn open_postgres(url: &str) -> Result<Store, Error> {
+        let shown = redact_url(url);
+        let conn = Conn::postgres(url).map_err(|source| Error::Connect {
+            url: shown.clone(),
+            source,
+        })?;
+        let path = PathBuf::from(&shown);
+        schema::migrate(&conn, &path)?;
+        tracing::debug!(store = %shown, "findings database open");
+        Ok(Store { conn, path })
+    }
+
+    /// Which engine holds this store.
+    pub fn dialect(&self) -> Dialect {
+        self.conn.dialect()
+    }
+
+    /// Whether the database still answers (`/readyz`).
+    pub fn is_alive(&self) -> bool {
+        self.conn.is_alive()
+    }
+
+    /// Where this database lives: the SQLite file, or the PostgreSQL URL
+    /// with its password hidden.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -168,29 +209,30 @@ impl Store {
         schema::version(&self.conn).map_err(error::sql("read the schema version"))
     }
 
-    /// Runs `f` inside one read transaction (`BEGIN DEFERRED` … `COMMIT`),
-    /// so every read it makes sees the same snapshot of the database even
-    /// while another connection commits (WAL). Rolled back when `f` fails.
+    /// Runs `f` inside one read transaction, so every read it makes sees
+    /// the same snapshot of the database even while another connection
+    /// commits (SQLite WAL; PostgreSQL REPEATABLE READ). Rolled back when
+    /// `f` fails.
     ///
     /// # Errors
-    /// `f`'s error, or the SQLite error of starting or ending the
+    /// `f`'s error, or the database error of starting or ending the
     /// transaction.
     pub fn read_snapshot<T, E: From<Error>>(
         &self,
         f: impl FnOnce(&Store) -> Result<T, E>,
     ) -> Result<T, E> {
         self.conn
-            .execute_batch("BEGIN DEFERRED")
+            .begin(Begin::Read)
             .map_err(error::sql("start a read transaction"))?;
         match f(self) {
             Ok(v) => {
                 self.conn
-                    .execute_batch("COMMIT")
+                    .commit()
                     .map_err(error::sql("end a read transaction"))?;
                 Ok(v)
             }
             Err(e) => {
-                if let Err(err) = self.conn.execute_batch("ROLLBACK") {
+                if let Err(err) = self.conn.rollback() {
                     tracing::warn!(error = %err, "cannot roll back a read transaction");
                 }
                 Err(e)
@@ -200,7 +242,7 @@ impl Store {
 
     /// The underlying connection, for tests that tamper with rows.
     #[cfg(test)]
-    pub(crate) fn conn(&self) -> &Connection {
+    pub(crate) fn conn(&self) -> &Conn {
         &self.conn
     }
 }
@@ -235,27 +277,24 @@ mod tests {
 
     #[test]
     fn open_creates_schema_and_reopen_keeps_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kaudit.db");
-        let head = {
-            let mut store = Store::open(&path).unwrap();
-            assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-            let batch = Batch {
-                findings: (0..5)
-                    .map(|i| finding("c1", &format!("a{i}"), "pod-exec"))
-                    .collect(),
-                ..Batch::default()
-            };
-            store.commit(&batch).unwrap();
-            store.verify_chain().unwrap().head
-        };
-        let store = Store::open(&path).unwrap();
+        let (dir, mut store) = temp_store();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        let report = store.verify_chain().unwrap();
+        let batch = Batch {
+            findings: (0..5)
+                .map(|i| finding("c1", &format!("a{i}"), "pod-exec"))
+                .collect(),
+            ..Batch::default()
+        };
+        store.commit(&batch).unwrap();
+        let head = store.verify_chain().unwrap().head;
+        let again = reopen(&dir, &store);
+        drop(store);
+        assert_eq!(again.schema_version().unwrap(), SCHEMA_VERSION);
+        let report = again.verify_chain().unwrap();
         assert!(report.is_ok(), "{report}");
         assert_eq!(report.rows, 5);
         assert_eq!(report.head, head);
-        assert_eq!(store.query(&Filter::default(), None).unwrap().len(), 5);
+        assert_eq!(again.query(&Filter::default(), None).unwrap().len(), 5);
     }
 
     #[test]
@@ -309,9 +348,7 @@ mod tests {
 
     #[test]
     fn reads_in_one_snapshot_do_not_see_a_concurrent_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kaudit.db");
-        let mut writer = Store::open(&path).unwrap();
+        let (dir, mut writer) = temp_store();
         let commit = |w: &mut Store, id: &str| {
             w.commit(&Batch {
                 findings: vec![finding("c1", id, "pod-exec")],
@@ -320,7 +357,7 @@ mod tests {
             .unwrap();
         };
         commit(&mut writer, "a1");
-        let reader = Store::open(&path).unwrap();
+        let reader = reopen(&dir, &writer);
         let (before, after, report) = reader
             .read_snapshot(|s| -> Result<_, Error> {
                 let before = s.query(&Filter::default(), None)?.len();

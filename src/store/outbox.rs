@@ -4,7 +4,7 @@
 //! attempts, visibly. A crash between a commit and a delivery loses
 //! nothing; a delivery recorded is never sent again.
 
-use rusqlite::params;
+use super::db::{Begin, DbError, Row, ToParam, params};
 
 use super::error::sql;
 use super::{Error, Store};
@@ -35,11 +35,11 @@ pub struct AlertState {
 
 /// An outbox row joined with its finding: finding_id, sink, attempts,
 /// finding, inserted_at.
-fn item(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxItem> {
+fn item(r: &Row<'_, '_>) -> Result<OutboxItem, DbError> {
     Ok(OutboxItem {
         finding_id: r.get(0)?,
         sink: r.get(1)?,
-        attempts: r.get::<_, i64>(2)?.max(0) as u32,
+        attempts: r.get::<i64>(2)?.max(0) as u32,
         finding: r.get(3)?,
         stored_at: r.get(4)?,
     })
@@ -54,20 +54,16 @@ impl Store {
         limit: usize,
         sink: Option<&str>,
     ) -> Result<Vec<OutboxItem>, Error> {
-        let mut q = self
-            .conn
-            .prepare_cached(
+        self.conn
+            .query_map(
                 "SELECT o.finding_id, o.sink, o.attempts, f.finding, f.inserted_at
                  FROM alert_outbox o JOIN findings f ON f.id = o.finding_id
                  WHERE o.state = 'pending' AND o.next_attempt_at <= ?1
-                   AND (?3 IS NULL OR o.sink = ?3)
+                   AND (CAST(?3 AS TEXT) IS NULL OR o.sink = ?3)
                  ORDER BY o.next_attempt_at, f.seq LIMIT ?2",
+                params![now, limit, sink],
+                item,
             )
-            .map_err(sql("read the outbox"))?;
-        let rows = q
-            .query_map(params![now, limit as i64, sink], item)
-            .map_err(sql("read the outbox"))?;
-        rows.collect::<Result<_, _>>()
             .map_err(sql("read the outbox"))
     }
 
@@ -86,8 +82,8 @@ impl Store {
              FROM alert_outbox o JOIN findings f ON f.id = o.finding_id
              WHERE o.state = 'pending' AND o.next_attempt_at <= ?1 AND o.lease_until <= ?1
                AND o.sink = ?2
-             ORDER BY o.next_attempt_at, f.seq LIMIT ?3",
-            params![now, sink, limit as i64],
+             ORDER BY o.next_attempt_at, f.seq LIMIT ?3 /*pg:FOR UPDATE OF o SKIP LOCKED*/",
+            params![now, sink, limit],
             now + lease,
         )
     }
@@ -108,44 +104,36 @@ impl Store {
              FROM alert_outbox o JOIN findings f ON f.id = o.finding_id
              WHERE o.state = 'pending' AND o.sink = ?2 AND f.rule_id = ?3
                AND f.inserted_at <= ?4 AND o.lease_until <= ?1
-             ORDER BY f.seq LIMIT ?5",
-            params![now, sink, rule_id, until, limit as i64],
+             ORDER BY f.seq LIMIT ?5 /*pg:FOR UPDATE OF o SKIP LOCKED*/",
+            params![now, sink, rule_id, until, limit],
             now + lease,
         )
     }
 
     /// Selects with `select` and leases what it found, in one write
-    /// transaction.
+    /// transaction. On PostgreSQL the select locks the rows it returns and
+    /// skips rows another instance is claiming (`FOR UPDATE SKIP LOCKED`),
+    /// so two instances never claim the same alert.
     fn claim(
         &self,
         select: &str,
-        args: &[&dyn rusqlite::ToSql],
+        args: &[&dyn ToParam],
         until: i64,
     ) -> Result<Vec<OutboxItem>, Error> {
-        let tx = rusqlite::Transaction::new_unchecked(
-            &self.conn,
-            rusqlite::TransactionBehavior::Immediate,
-        )
-        .map_err(sql("claim alerts"))?;
-        let items: Vec<OutboxItem> = {
-            let mut q = tx.prepare_cached(select).map_err(sql("claim alerts"))?;
-            let rows = q.query_map(args, item).map_err(sql("claim alerts"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(sql("claim alerts"))?
-        };
-        {
-            let mut u = tx
-                .prepare_cached(
-                    "UPDATE alert_outbox SET lease_until = ?3, lease_owner = ?4 WHERE finding_id = ?1 AND sink = ?2",
-                )
-                .map_err(sql("claim alerts"))?;
-            for i in &items {
-                u.execute(params![i.finding_id, i.sink, until, instance()])
-                    .map_err(sql("claim alerts"))?;
-            }
-        }
-        tx.commit().map_err(sql("claim alerts"))?;
-        Ok(items)
+        let owner = instance();
+        self.conn
+            .transaction(Begin::RowLocks, |tx| -> Result<_, DbError> {
+                let items = tx.query_map(select, args, item)?;
+                for i in &items {
+                    tx.execute(
+                        "UPDATE alert_outbox SET lease_until = ?3, lease_owner = ?4
+                         WHERE finding_id = ?1 AND sink = ?2",
+                        params![i.finding_id, i.sink, until, owner],
+                    )?;
+                }
+                Ok(items)
+            })
+            .map_err(sql("claim alerts"))
     }
 
     /// Gives back the claims of processes on this host that are gone (a
@@ -153,19 +141,14 @@ impl Store {
     /// to run out. Claims of other hosts' processes are left to expire.
     /// Returns how many were given back.
     pub fn outbox_release_dead_claims(&self, now: i64) -> Result<usize, Error> {
-        let owners: Vec<String> = {
-            let mut q = self
-                .conn
-                .prepare_cached(
-                    "SELECT DISTINCT lease_owner FROM alert_outbox WHERE lease_until > ?1 AND lease_owner != ''",
-                )
-                .map_err(sql("read the outbox"))?;
-            let rows = q
-                .query_map(params![now], |r| r.get(0))
-                .map_err(sql("read the outbox"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(sql("read the outbox"))?
-        };
+        let owners: Vec<String> = self
+            .conn
+            .query_map(
+                "SELECT DISTINCT lease_owner FROM alert_outbox WHERE lease_until > ?1 AND lease_owner != ''",
+                params![now],
+                |r| r.get(0),
+            )
+            .map_err(sql("read the outbox"))?;
         let mut n = 0;
         for owner in owners.iter().filter(|o| owner_is_gone(o)) {
             n += self
@@ -192,25 +175,21 @@ impl Store {
 
     /// Each alert of finding `id`: (sink, state, attempts, last error).
     pub fn alert_states(&self, id: &str) -> Result<Vec<AlertState>, Error> {
-        let mut q = self
-            .conn
-            .prepare_cached(
+        self.conn
+            .query_map(
                 "SELECT sink, state, attempts, last_error, repeats FROM alert_outbox
                  WHERE finding_id = ?1 ORDER BY sink",
+                params![id],
+                |r| {
+                    Ok(AlertState {
+                        sink: r.get(0)?,
+                        state: r.get(1)?,
+                        attempts: r.get::<i64>(2)?.max(0) as u32,
+                        last_error: r.get(3)?,
+                        repeats: r.get::<i64>(4)?.max(0) as u32,
+                    })
+                },
             )
-            .map_err(sql("read the outbox"))?;
-        let rows = q
-            .query_map(params![id], |r| {
-                Ok(AlertState {
-                    sink: r.get(0)?,
-                    state: r.get(1)?,
-                    attempts: r.get::<_, i64>(2)?.max(0) as u32,
-                    last_error: r.get(3)?,
-                    repeats: r.get::<_, i64>(4)?.max(0) as u32,
-                })
-            })
-            .map_err(sql("read the outbox"))?;
-        rows.collect::<Result<_, _>>()
             .map_err(sql("read the outbox"))
     }
 
@@ -238,7 +217,7 @@ impl Store {
         self.conn
             .execute(
                 "UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?3, lease_until = 0,
-                     next_attempt_at = ?4, state = CASE WHEN ?5 THEN 'dead' ELSE 'pending' END
+                     next_attempt_at = ?4, state = CASE WHEN ?5 = 1 THEN 'dead' ELSE 'pending' END
                  WHERE finding_id = ?1 AND sink = ?2",
                 params![finding_id, sink, error, next_at, dead],
             )
@@ -249,17 +228,14 @@ impl Store {
     /// Dead-letters the pending alerts of sinks not in `sinks`; returns how
     /// many.
     pub fn outbox_orphans(&self, sinks: &[&str], now: i64) -> Result<usize, Error> {
-        let pending: Vec<(String, String)> = {
-            let mut q = self
-                .conn
-                .prepare_cached("SELECT finding_id, sink FROM alert_outbox WHERE state = 'pending'")
-                .map_err(sql("read the outbox"))?;
-            let rows = q
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(sql("read the outbox"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(sql("read the outbox"))?
-        };
+        let pending: Vec<(String, String)> = self
+            .conn
+            .query_map(
+                "SELECT finding_id, sink FROM alert_outbox WHERE state = 'pending'",
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(sql("read the outbox"))?;
         let mut n = 0;
         for (id, sink) in pending {
             if !sinks.contains(&sink.as_str()) {
@@ -280,41 +256,38 @@ impl Store {
     /// Per sink: alerts delivered, waiting (to be retried) and dead, and
     /// the last error recorded (`DeliverySummary`).
     pub fn delivery_summary(&self) -> Result<Vec<DeliverySummary>, Error> {
-        let mut q = self
-            .conn
-            .prepare_cached(
+        self.conn
+            .query_map(
                 "SELECT sink,
-                        COALESCE(SUM(state = 'delivered'), 0),
-                        COALESCE(SUM(state = 'pending' AND attempts > 0), 0),
-                        COALESCE(SUM(state = 'pending' AND attempts = 0), 0),
-                        COALESCE(SUM(state = 'dead'), 0),
+                        COUNT(*) FILTER (WHERE state = 'delivered'),
+                        COUNT(*) FILTER (WHERE state = 'pending' AND attempts > 0),
+                        COUNT(*) FILTER (WHERE state = 'pending' AND attempts = 0),
+                        COUNT(*) FILTER (WHERE state = 'dead'),
                         (SELECT last_error FROM alert_outbox i WHERE i.sink = o.sink
                            AND last_error IS NOT NULL ORDER BY next_attempt_at DESC LIMIT 1)
                  FROM alert_outbox o GROUP BY sink ORDER BY sink",
+                params![],
+                |r| {
+                    Ok(DeliverySummary {
+                        sink: r.get(0)?,
+                        delivered: r.get::<i64>(1)? as u64,
+                        retrying: r.get::<i64>(2)? as u64,
+                        waiting: r.get::<i64>(3)? as u64,
+                        dead: r.get::<i64>(4)? as u64,
+                        last_error: r.get(5)?,
+                    })
+                },
             )
-            .map_err(sql("read the outbox"))?;
-        let rows = q
-            .query_map([], |r| {
-                Ok(DeliverySummary {
-                    sink: r.get(0)?,
-                    delivered: r.get::<_, i64>(1)? as u64,
-                    retrying: r.get::<_, i64>(2)? as u64,
-                    waiting: r.get::<_, i64>(3)? as u64,
-                    dead: r.get::<_, i64>(4)? as u64,
-                    last_error: r.get(5)?,
-                })
-            })
-            .map_err(sql("read the outbox"))?;
-        rows.collect::<Result<_, _>>()
             .map_err(sql("read the outbox"))
     }
 
     pub fn outbox_depth(&self) -> Result<(u64, u64), Error> {
         self.conn
             .query_row(
-                "SELECT COALESCE(SUM(state = 'pending'), 0), COALESCE(SUM(state = 'dead'), 0) FROM alert_outbox",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+                "SELECT COUNT(*) FILTER (WHERE state = 'pending'), COUNT(*) FILTER (WHERE state = 'dead')
+                 FROM alert_outbox",
+                params![],
+                |r| Ok((r.get::<i64>(0)? as u64, r.get::<i64>(1)? as u64)),
             )
             .map_err(sql("count the outbox"))
     }

@@ -6,8 +6,7 @@
 //! either open. Filters combine with AND; the values of one list filter
 //! combine with OR. Rendering the results is `output`'s and `export`'s job.
 
-use rusqlite::types::Value;
-use rusqlite::{Connection, params_from_iter};
+use super::db::{Conn, Dialect, Param, ToParam, params};
 
 use super::error::sql;
 use super::{Error, Store};
@@ -64,6 +63,26 @@ pub struct CoverageRow {
     pub events: u64,
     pub malformed: u64,
     pub truncated: u64,
+}
+
+/// A parameter of a built query.
+#[derive(Debug, Clone)]
+enum Value {
+    Integer(i64),
+    Text(String),
+}
+
+impl ToParam for Value {
+    fn to_param(&self) -> Param<'_> {
+        match self {
+            Value::Integer(i) => Param::Int(*i),
+            Value::Text(t) => Param::Text(t),
+        }
+    }
+}
+
+fn as_params(v: &[Value]) -> Vec<&dyn ToParam> {
+    v.iter().map(|p| p as &dyn ToParam).collect()
 }
 
 /// Builds a WHERE clause and its parameters.
@@ -128,12 +147,12 @@ impl Store {
         }
         w.any_of("category", &filter.category);
         w.any_of("cluster", &filter.cluster);
-        w.any_of("user", &filter.user);
+        w.any_of("\"user\"", &filter.user);
         w.any_of("namespace", &filter.namespace);
-        let limit = limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let limit = limit.map_or(i64::MAX, |l| i64::try_from(l).unwrap_or(i64::MAX));
         w.params.push(Value::Integer(limit));
         let text = format!(
-            "SELECT seq, hash, prev_hash, finding FROM findings {} ORDER BY time_unix, seq LIMIT ?{}",
+            "SELECT seq, hash, prev_hash, finding FROM findings {} ORDER BY time_unix NULLS FIRST, seq LIMIT ?{}",
             w.sql(),
             w.params.len()
         );
@@ -169,30 +188,49 @@ impl Store {
         let cond = if w.clauses.is_empty() {
             String::new()
         } else {
-            format!("WHERE ({}) OR time_unix IS NULL", w.clauses.join(" AND "))
+            format!("({}) OR time_unix IS NULL", w.clauses.join(" AND "))
         };
-        let text = format!(
-            "SELECT seq, hash, prev_hash, cluster, rule_id, time_unix FROM findings {cond} ORDER BY seq"
-        );
-        let mut stmt = self.conn.prepare(&text).map_err(sql("read chain rows"))?;
-        let mut rows = stmt
-            .query(params_from_iter(w.params.iter()))
-            .map_err(sql("read chain rows"))?;
-        while let Some(r) = rows.next().map_err(sql("read chain rows"))? {
-            let row = (|| {
-                Ok::<_, rusqlite::Error>(ChainRow {
-                    seq: r.get::<_, i64>(0)? as u64,
-                    hash: r.get(1)?,
-                    prev_hash: r.get(2)?,
-                    cluster: r.get(3)?,
-                    rule_id: r.get(4)?,
-                    time_unix: r.get(5)?,
+        // `f` may be slow (it writes an export): rows are read in pages
+        // of seq so that no query stays open across calls to it.
+        let mut after = i64::MIN;
+        loop {
+            let mut params = w.params.clone();
+            params.push(Value::Integer(after));
+            let n = params.len();
+            let text = format!(
+                "SELECT seq, hash, prev_hash, cluster, rule_id, time_unix FROM findings
+                 WHERE seq > ?{n} {} ORDER BY seq LIMIT {CHAIN_PAGE}",
+                if cond.is_empty() {
+                    String::new()
+                } else {
+                    format!("AND ({cond})")
+                }
+            );
+            let page = self
+                .conn
+                .query_map(&text, &as_params(&params), |r| {
+                    Ok(ChainRow {
+                        seq: r.get(0)?,
+                        hash: r.get(1)?,
+                        prev_hash: r.get(2)?,
+                        cluster: r.get(3)?,
+                        rule_id: r.get(4)?,
+                        time_unix: r.get(5)?,
+                    })
                 })
-            })()
-            .map_err(sql("read a chain row"))?;
-            f(row)?;
+                .map_err(sql("read chain rows"))?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = i64::try_from(last.seq).unwrap_or(i64::MAX);
+            let full = page.len() >= CHAIN_PAGE;
+            for row in page {
+                f(row)?;
+            }
+            if !full {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// Coverage rows whose hour starts in the range, by cluster, hour, source.
@@ -223,7 +261,7 @@ impl Store {
         }
         w.any_of("category", &filter.category);
         w.any_of("cluster", &filter.cluster);
-        w.any_of("user", &filter.user);
+        w.any_of("\"user\"", &filter.user);
         w.any_of("namespace", &filter.namespace);
         if let Some(b) = before {
             w.cmp(
@@ -303,65 +341,75 @@ impl Store {
             Value::Text(ips),
             Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)),
         ];
-        self.read_findings(
-            "SELECT seq, hash, prev_hash, finding FROM findings
-             WHERE time_unix BETWEEN ?1 AND ?2 AND id != ?3 AND (
-                (?4 != '' AND user = ?4)
-                OR (?5 != '' AND (json_extract(finding, '$.details.credential_id') = ?5
-                    OR json_extract(finding, '$.evidence.user.extra.\"authentication.kubernetes.io/credential-id\"[0]') = ?5))
-                OR EXISTS (SELECT 1 FROM json_each(json_extract(finding, '$.source_ips')) a
-                           JOIN json_each(?6) b ON a.value = b.value))
-             ORDER BY time_unix, seq LIMIT ?7",
-            &params,
-        )
+        let text = match self.conn.dialect() {
+            Dialect::Sqlite => RELATED_SQLITE,
+            Dialect::Postgres => RELATED_POSTGRES,
+        };
+        self.read_findings(text, &params)
     }
 
     fn read_findings(&self, text: &str, params: &[Value]) -> Result<Vec<StoredFinding>, Error> {
-        let mut stmt = self
+        let rows: Vec<(u64, String, String, String)> = self
             .conn
-            .prepare_cached(text)
+            .query_map(text, &as_params(params), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .map_err(sql("query findings"))?;
-        let mut rows = stmt
-            .query(params_from_iter(params.iter()))
-            .map_err(sql("query findings"))?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(sql("query findings"))? {
-            let seq = r.get::<_, i64>(0).map_err(sql("read a finding"))? as u64;
-            let canonical: String = r.get(3).map_err(sql("read a finding"))?;
-            let finding = serde_json::from_str(&canonical).map_err(|e| Error::Corrupt {
-                seq,
-                what: format!("its finding is not JSON: {e}"),
-            })?;
-            out.push(StoredFinding {
-                seq,
-                hash: r.get(1).map_err(sql("read a finding"))?,
-                prev_hash: r.get(2).map_err(sql("read a finding"))?,
-                finding,
-                canonical,
-            });
-        }
-        Ok(out)
+        rows.into_iter()
+            .map(|(seq, hash, prev_hash, canonical)| {
+                let finding = serde_json::from_str(&canonical).map_err(|e| Error::Corrupt {
+                    seq,
+                    what: format!("its finding is not JSON: {e}"),
+                })?;
+                Ok(StoredFinding {
+                    seq,
+                    hash,
+                    prev_hash,
+                    finding,
+                    canonical,
+                })
+            })
+            .collect()
     }
 
     /// Every cluster events ever came from, with the first and last hour
     /// (Unix time) in which any did.
     pub fn coverage_clusters(&self) -> Result<Vec<(String, i64, i64)>, Error> {
-        let mut stmt = self
-            .conn
-            .prepare(
+        self.conn
+            .query_map(
                 "SELECT cluster, MIN(hour), MAX(hour) FROM coverage WHERE events > 0
                  GROUP BY cluster ORDER BY cluster",
+                params![],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
-            .map_err(sql("read coverage"))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(sql("read coverage"))?;
-        rows.collect::<Result<_, _>>().map_err(sql("read coverage"))
+            .map_err(sql("read coverage"))
     }
 }
 
+/// Chain rows read per query by [`Store::for_each_chain_row`].
+const CHAIN_PAGE: usize = 10_000;
+
+/// Related findings (`Store::related`), in SQLite's JSON functions.
+const RELATED_SQLITE: &str = "SELECT seq, hash, prev_hash, finding FROM findings
+     WHERE time_unix BETWEEN ?1 AND ?2 AND id != ?3 AND (
+        (?4 != '' AND \"user\" = ?4)
+        OR (?5 != '' AND (json_extract(finding, '$.details.credential_id') = ?5
+            OR json_extract(finding, '$.evidence.user.extra.\"authentication.kubernetes.io/credential-id\"[0]') = ?5))
+        OR EXISTS (SELECT 1 FROM json_each(json_extract(finding, '$.source_ips')) a
+                   JOIN json_each(?6) b ON a.value = b.value))
+     ORDER BY time_unix, seq LIMIT ?7";
+
+/// The same in PostgreSQL's.
+const RELATED_POSTGRES: &str = "SELECT seq, hash, prev_hash, finding FROM findings
+     WHERE time_unix BETWEEN ?1 AND ?2 AND id != ?3 AND (
+        (?4 != '' AND \"user\" = ?4)
+        OR (?5 != '' AND (CAST(finding AS jsonb) #>> '{details,credential_id}' = ?5
+            OR CAST(finding AS jsonb) #>> '{evidence,user,extra,authentication.kubernetes.io/credential-id,0}' = ?5))
+        OR (CAST(finding AS jsonb) -> 'source_ips') ?| ARRAY(SELECT jsonb_array_elements_text(CAST(CAST(?6 AS TEXT) AS jsonb))))
+     ORDER BY time_unix, seq LIMIT ?7";
+
 fn coverage(
-    conn: &Connection,
+    conn: &Conn,
     since: Option<i64>,
     until: Option<i64>,
 ) -> Result<Vec<CoverageRow>, Error> {
@@ -376,20 +424,17 @@ fn coverage(
         "SELECT cluster, hour, source, events, malformed, truncated FROM coverage {} ORDER BY cluster, hour, source",
         w.sql()
     );
-    let mut stmt = conn.prepare(&text).map_err(sql("read coverage"))?;
-    let rows = stmt
-        .query_map(params_from_iter(w.params.iter()), |r| {
-            Ok(CoverageRow {
-                cluster: r.get(0)?,
-                hour: r.get(1)?,
-                source: r.get(2)?,
-                events: r.get::<_, i64>(3)? as u64,
-                malformed: r.get::<_, i64>(4)? as u64,
-                truncated: r.get::<_, i64>(5)? as u64,
-            })
+    conn.query_map(&text, &as_params(&w.params), |r| {
+        Ok(CoverageRow {
+            cluster: r.get(0)?,
+            hour: r.get(1)?,
+            source: r.get(2)?,
+            events: r.get::<i64>(3)? as u64,
+            malformed: r.get::<i64>(4)? as u64,
+            truncated: r.get::<i64>(5)? as u64,
         })
-        .map_err(sql("read coverage"))?;
-    rows.collect::<Result<_, _>>().map_err(sql("read coverage"))
+    })
+    .map_err(sql("read coverage"))
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@
 //! verification starts there. Old rows stuck behind a newer one stay until
 //! it ages out; [`PruneReport::kept_older`] counts them.
 
+use super::db::{Begin, Conn, OptionalExt, params};
 use ed25519_dalek::SigningKey;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::checkpoint::PruneRecord;
 use super::error::sql;
@@ -41,15 +41,15 @@ pub struct PruneReport {
     pub kept_older: u64,
 }
 
-pub(crate) fn anchor(conn: &Connection) -> Result<Option<Anchor>, Error> {
+pub(crate) fn anchor(conn: &Conn) -> Result<Option<Anchor>, Error> {
     conn.query_row(
         "SELECT seq, hash, pruned_rows, cutoff, pruned_at FROM chain_anchor WHERE id = 1",
-        [],
+        params![],
         |r| {
             Ok(Anchor {
-                seq: r.get::<_, i64>(0)? as u64,
+                seq: r.get::<i64>(0)? as u64,
                 hash: r.get(1)?,
-                pruned_rows: r.get::<_, i64>(2)? as u64,
+                pruned_rows: r.get::<i64>(2)? as u64,
                 cutoff: r.get(3)?,
                 pruned_at: r.get(4)?,
             })
@@ -103,10 +103,7 @@ impl Store {
         older_than_unix: i64,
         before_commit: &mut dyn FnMut(&Anchor) -> Result<(), Error>,
     ) -> Result<PruneReport, Error> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("start a prune"))?;
+        self.conn.transaction(Begin::Write, |tx| {
         let first_young: Option<i64> = tx
             .query_row(
                 &format!("SELECT min(seq) FROM findings WHERE {AGE} >= ?1"),
@@ -122,7 +119,7 @@ impl Store {
             )
             .optional()
             .map_err(sql("find the rows to prune"))?;
-        let old = anchor(&tx)?;
+        let old = anchor(tx)?;
         let Some((last_seq, last_hash)) = last else {
             return Ok(PruneReport {
                 pruned: 0,
@@ -158,7 +155,6 @@ impl Store {
             pruned_at: now,
         };
         before_commit(&new_anchor)?;
-        tx.commit().map_err(sql("commit a prune"))?;
         tracing::info!(
             count = pruned,
             anchor_seq = last_seq,
@@ -170,11 +166,13 @@ impl Store {
             anchor: Some(new_anchor),
             kept_older: kept_older as u64,
         })
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::db::params;
     use super::super::testutil::*;
     use super::super::{Batch, Inserted, ProblemKind};
 
@@ -262,8 +260,8 @@ mod tests {
         store
             .conn()
             .execute(
-                "INSERT INTO findings (seq, id, cluster, audit_id, rule_id, severity, category, time, time_unix, user, namespace, finding, prev_hash, hash, inserted_at) SELECT 1, 'x', cluster, 'x', rule_id, severity, category, time, time_unix, user, namespace, finding, prev_hash, hash, inserted_at FROM findings WHERE seq = 3",
-                [],
+                "INSERT INTO findings (seq, id, cluster, audit_id, rule_id, severity, category, time, time_unix, \"user\", namespace, finding, prev_hash, hash, inserted_at) SELECT 1, 'x', cluster, 'x', rule_id, severity, category, time, time_unix, \"user\", namespace, finding, prev_hash, hash, inserted_at FROM findings WHERE seq = 3",
+                params![],
             )
             .unwrap();
         let p = store.verify_chain().unwrap().problem.unwrap();

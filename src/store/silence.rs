@@ -3,7 +3,7 @@
 //! comment and who set it. A silenced finding is still stored, and marked
 //! (`silenced`): only its alerts are held back.
 
-use rusqlite::params;
+use super::db::{OptionalExt, params};
 
 use super::error::sql;
 use super::{Error, Store};
@@ -49,10 +49,10 @@ impl Store {
     /// Adds a silence; returns its id.
     pub fn add_silence(&self, s: &Silence) -> Result<i64, Error> {
         self.conn
-            .execute(
-                "INSERT INTO silences (rule, category, cluster, namespace, user, finding,
+            .query_row(
+                "INSERT INTO silences (rule, category, cluster, namespace, \"user\", finding,
                      expires_at, comment, created_by, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) RETURNING id",
                 params![
                     s.rule,
                     s.category,
@@ -65,42 +65,39 @@ impl Store {
                     s.created_by,
                     s.created_at
                 ],
+                |r| r.get(0),
             )
-            .map_err(sql("add a silence"))?;
-        Ok(self.conn.last_insert_rowid())
+            .map_err(sql("add a silence"))
     }
 
     /// Every silence (active only unless `all`), newest first.
     pub fn silences(&self, now: i64, all: bool) -> Result<Vec<Silence>, Error> {
-        let mut q = self
-            .conn
-            .prepare_cached(
-                "SELECT id, rule, category, cluster, namespace, user, finding, expires_at,
+        self.conn
+            .query_map(
+                "SELECT id, rule, category, cluster, namespace, \"user\", finding, expires_at,
                      comment, created_by, created_at, expired_at
                  FROM silences
-                 WHERE ?2 OR (expires_at > ?1 AND expired_at IS NULL)
+                 WHERE ?2 = 1 OR (expires_at > ?1 AND expired_at IS NULL)
                  ORDER BY id DESC",
+                params![now, all],
+                |r| {
+                    Ok(Silence {
+                        id: r.get(0)?,
+                        rule: r.get(1)?,
+                        category: r.get(2)?,
+                        cluster: r.get(3)?,
+                        namespace: r.get(4)?,
+                        user: r.get(5)?,
+                        finding: r.get(6)?,
+                        expires_at: r.get(7)?,
+                        comment: r.get(8)?,
+                        created_by: r.get(9)?,
+                        created_at: r.get(10)?,
+                        expired_at: r.get(11)?,
+                    })
+                },
             )
-            .map_err(sql("read silences"))?;
-        let rows = q
-            .query_map(params![now, all], |r| {
-                Ok(Silence {
-                    id: r.get(0)?,
-                    rule: r.get(1)?,
-                    category: r.get(2)?,
-                    cluster: r.get(3)?,
-                    namespace: r.get(4)?,
-                    user: r.get(5)?,
-                    finding: r.get(6)?,
-                    expires_at: r.get(7)?,
-                    comment: r.get(8)?,
-                    created_by: r.get(9)?,
-                    created_at: r.get(10)?,
-                    expired_at: r.get(11)?,
-                })
-            })
-            .map_err(sql("read silences"))?;
-        rows.collect::<Result<_, _>>().map_err(sql("read silences"))
+            .map_err(sql("read silences"))
     }
 
     /// Ends silence `id` at `now`; false when there is no active one.
@@ -117,7 +114,6 @@ impl Store {
 
     /// The silence that held back finding `id`'s alerts, if any.
     pub fn silenced_by(&self, id: &str) -> Result<Option<i64>, Error> {
-        use rusqlite::OptionalExtension;
         self.conn
             .query_row(
                 "SELECT silence_id FROM silenced WHERE finding_id = ?1",

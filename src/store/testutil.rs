@@ -6,11 +6,48 @@ use crate::finding::{Finding, Severity, finding_id};
 
 use super::Store;
 
-/// A store in a fresh temporary directory (kept alive by the returned guard).
+/// A fresh, empty store: a SQLite file in a temporary directory (kept
+/// alive by the returned guard), or, when `KAUDIT_TEST_STORE=postgres`, a
+/// new database on the PostgreSQL server at `KAUDIT_TEST_POSTGRES_URL`
+/// (`scripts/test.sh` runs the store tests both ways).
 pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("kaudit.db")).unwrap();
+    let store = if std::env::var("KAUDIT_TEST_STORE").as_deref() == Ok("postgres") {
+        Store::open(fresh_postgres_database()).unwrap()
+    } else {
+        Store::open(dir.path().join("kaudit.db")).unwrap()
+    };
     (dir, store)
+}
+
+/// Another connection to the same store as `store` (a second process).
+pub(crate) fn reopen(dir: &tempfile::TempDir, store: &Store) -> Store {
+    match store.dialect() {
+        super::Dialect::Sqlite => Store::open(dir.path().join("kaudit.db")).unwrap(),
+        super::Dialect::Postgres => Store::open(POSTGRES_DB.with(|d| d.borrow().clone())).unwrap(),
+    }
+}
+
+thread_local! {
+    static POSTGRES_DB: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Creates an empty database on the test server; its URL.
+pub(crate) fn fresh_postgres_database() -> String {
+    let admin = std::env::var("KAUDIT_TEST_POSTGRES_URL").expect(
+        "KAUDIT_TEST_STORE=postgres needs KAUDIT_TEST_POSTGRES_URL (scripts/test.sh starts a server and sets it)",
+    );
+    let name = format!(
+        "kaudit_t_{}_{}",
+        std::process::id(),
+        time::OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000_000
+    );
+    let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    let url = format!("{base}/{name}");
+    POSTGRES_DB.with(|d| *d.borrow_mut() = url.clone());
+    url
 }
 
 /// A realistic exec finding at 2026-01-01T00:00:00Z.

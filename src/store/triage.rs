@@ -3,7 +3,7 @@
 //! who and when. Findings never change (the chain hashes them): triage is
 //! kept beside them, shown in the console and exported with them.
 
-use rusqlite::params;
+use super::db::{OptionalExt, params};
 
 use super::error::sql;
 use super::{Error, Store};
@@ -60,11 +60,12 @@ impl Store {
     /// # Errors
     /// No such finding, or the store refused.
     pub fn add_triage(&self, t: &Triage) -> Result<i64, Error> {
-        let n = self
+        let id: Option<i64> = self
             .conn
-            .execute(
+            .query_row(
                 "INSERT INTO triage (finding_id, action, comment, actor, at, silence_id)
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM findings WHERE id = ?1)",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM findings WHERE id = ?1)
+                 RETURNING id",
                 params![
                     t.finding_id,
                     t.action.as_str(),
@@ -73,45 +74,42 @@ impl Store {
                     t.at,
                     t.silence_id
                 ],
+                |r| r.get(0),
             )
+            .optional()
             .map_err(sql("record triage"))?;
-        if n == 0 {
-            return Err(Error::Corrupt {
-                seq: 0,
-                what: format!("no finding {}", t.finding_id),
-            });
-        }
-        Ok(self.conn.last_insert_rowid())
+        id.ok_or_else(|| Error::Corrupt {
+            seq: 0,
+            what: format!("no finding {}", t.finding_id),
+        })
     }
 
     /// The triage of the findings `ids`, oldest first.
     pub fn triage_of(&self, ids: &[&str]) -> Result<Vec<Triage>, Error> {
         let mut out = Vec::new();
-        let mut q = self
-            .conn
-            .prepare_cached(
-                "SELECT id, finding_id, action, comment, actor, at, silence_id FROM triage
-                 WHERE finding_id = ?1 ORDER BY id",
-            )
-            .map_err(sql("read triage"))?;
         for id in ids {
-            let rows = q
-                .query_map(params![id], |r| {
-                    let action: String = r.get(2)?;
-                    Ok(Triage {
-                        id: r.get(0)?,
-                        finding_id: r.get(1)?,
-                        action: TriageAction::parse(&action).unwrap_or(TriageAction::Acknowledge),
-                        comment: r.get(3)?,
-                        actor: r.get(4)?,
-                        at: r.get(5)?,
-                        silence_id: r.get(6)?,
-                    })
-                })
+            let rows = self
+                .conn
+                .query_map(
+                    "SELECT id, finding_id, action, comment, actor, at, silence_id FROM triage
+                     WHERE finding_id = ?1 ORDER BY id",
+                    params![id],
+                    |r| {
+                        let action: String = r.get(2)?;
+                        Ok(Triage {
+                            id: r.get(0)?,
+                            finding_id: r.get(1)?,
+                            action: TriageAction::parse(&action)
+                                .unwrap_or(TriageAction::Acknowledge),
+                            comment: r.get(3)?,
+                            actor: r.get(4)?,
+                            at: r.get(5)?,
+                            silence_id: r.get(6)?,
+                        })
+                    },
+                )
                 .map_err(sql("read triage"))?;
-            for t in rows {
-                out.push(t.map_err(sql("read triage"))?);
-            }
+            out.extend(rows);
         }
         Ok(out)
     }
