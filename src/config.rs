@@ -116,13 +116,75 @@ impl DecodeConfig {
     }
 }
 
-/// Where findings are kept.
+/// Where findings are kept: a SQLite file (`path`, one instance) or a
+/// PostgreSQL database several instances share (`postgres`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
-    pub path: PathBuf,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub postgres: Option<PostgresStorage>,
     #[serde(default)]
     pub retention_days: Option<u32>,
+}
+
+/// The shared PostgreSQL store (docs/deployment.md, "Scaling out").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresStorage {
+    /// `postgres://user:password@host:5432/db?sslmode=require`; prefer
+    /// `url_env` or `url_file` (the URL holds the password).
+    #[serde(default)]
+    pub url: Option<daemon::Secret>,
+    #[serde(default)]
+    pub url_env: Option<String>,
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// Connections the findings console may hold for its readers
+    /// (default 2); the daemon's writer, delivery and sources each hold
+    /// their own.
+    #[serde(default)]
+    pub pool: Option<u32>,
+}
+
+impl Storage {
+    /// Where the store is: the SQLite file, or the PostgreSQL URL (with
+    /// its password: never print it, `store::redact_url` does).
+    ///
+    /// # Errors
+    /// Both or neither of `path` and `postgres`, an unreadable URL secret,
+    /// or a URL that is not `postgres://`.
+    pub fn location(&self) -> Result<PathBuf, String> {
+        match (&self.path, &self.postgres) {
+            (Some(p), None) => Ok(p.clone()),
+            (None, Some(pg)) => {
+                let url = daemon::resolve_secret(
+                    "storage.postgres.url",
+                    pg.url.as_ref(),
+                    pg.url_env.as_deref(),
+                    pg.url_file.as_deref(),
+                )?
+                .ok_or("storage.postgres needs url, url_env or url_file")?;
+                let url = url.expose().trim();
+                if !crate::store::is_postgres_url(url) {
+                    return Err(
+                        "storage.postgres: the URL must start with postgres:// or postgresql://"
+                            .into(),
+                    );
+                }
+                Ok(PathBuf::from(url))
+            }
+            (Some(_), Some(_)) => Err(
+                "storage: give either path (SQLite, one instance) or postgres (shared), not both"
+                    .into(),
+            ),
+            (None, None) => Err(
+                "storage needs path (a SQLite file) or postgres (a shared PostgreSQL database)"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// What is detected, and how.

@@ -47,6 +47,17 @@ pub struct SourceReason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabel {
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabel {
+    pub instance: String,
+    pub store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Partition {
     pub source: String,
     pub topic: String,
@@ -71,6 +82,11 @@ pub struct Metrics {
     pub webhook_rejected: Family<SourceReason, Counter>,
     /// Configuration reloads (SIGHUP), by outcome.
     pub reloads: Family<Outcome, Counter>,
+    /// Times a cluster's events were found reaching this instance and
+    /// another at once (several instances, one Kafka group).
+    pub cluster_split: Family<ClusterLabel, Counter>,
+    /// 1, labelled with this instance's name and its store's engine.
+    pub instance: Family<InstanceLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -98,6 +114,8 @@ impl Metrics {
             state_evictions: Gauge::default(),
             webhook_rejected: Family::default(),
             reloads: Family::default(),
+            cluster_split: Family::default(),
+            instance: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register(
@@ -164,6 +182,16 @@ impl Metrics {
                 "config_reloads",
                 "Configuration reloads (SIGHUP), by outcome",
                 m.reloads.clone(),
+            );
+            r.register(
+                "cluster_split",
+                "Times a cluster's events reached this instance and another at once (key the topic by cluster)",
+                m.cluster_split.clone(),
+            );
+            r.register(
+                "instance",
+                "This instance: its name (KAUDIT_INSTANCE, else host and listen address) and store engine",
+                m.instance.clone(),
             );
         }
         m

@@ -86,6 +86,8 @@ pub struct Pipeline {
     /// for it and when (wall clock).
     dedup: HashMap<String, (String, i64)>,
     pub counts: Counts,
+    /// Clusters heard since [`Pipeline::note_clusters`] last ran.
+    heard: std::collections::HashSet<String>,
     /// Other state to save with the next commit (the daemon's streams).
     extra_state: Vec<(String, Vec<u8>)>,
     /// Events seen lately, by cluster, auditID, stage and content (the
@@ -172,7 +174,16 @@ impl Pipeline {
         store: Option<Store>,
     ) -> Result<(Pipeline, Option<String>), crate::store::Error> {
         let mut warning = None;
-        if let (Some(s), Some(t)) = (&store, detector.token_mut())
+        let shared = store
+            .as_ref()
+            .is_some_and(|s| s.dialect() == crate::store::Dialect::Postgres);
+        if shared {
+            // Several instances: each cluster's state is read when the
+            // cluster is first heard here (`Feeder::event`).
+            if let Some(t) = detector.token_mut() {
+                t.share_state();
+            }
+        } else if let (Some(s), Some(t)) = (&store, detector.token_mut())
             && let Some(saved) = s.detector_state(STATE_NAME)?
             && let Err(e) = t.restore(&saved)
         {
@@ -195,6 +206,7 @@ impl Pipeline {
                 dedup: HashMap::new(),
                 counts: Counts::default(),
                 extra_state: Vec::new(),
+                heard: std::collections::HashSet::new(),
                 recent: None,
             },
             warning,
@@ -214,6 +226,42 @@ impl Pipeline {
     pub fn put_state(&mut self, name: &str, state: Vec<u8>) {
         self.extra_state.retain(|(n, _)| n != name);
         self.extra_state.push((name.to_owned(), state));
+    }
+
+    /// Notes in the store that `instance` heard the clusters it heard
+    /// since the last call; returns the clusters another instance hears at
+    /// the same time (`Store::note_clusters`).
+    pub fn note_clusters(
+        &mut self,
+        instance: &str,
+        now: i64,
+    ) -> Result<Vec<(String, String)>, crate::store::Error> {
+        let Some(store) = &self.store else {
+            return Ok(Vec::new());
+        };
+        if self.heard.is_empty() {
+            return Ok(Vec::new());
+        }
+        let clusters: Vec<String> = self.heard.drain().collect();
+        store.note_clusters(instance, &clusters, now)
+    }
+
+    /// When another instance than `instance` last stored events of
+    /// `cluster`.
+    pub fn cluster_heard_elsewhere(
+        &self,
+        cluster: &str,
+        instance: &str,
+    ) -> Result<Option<i64>, crate::store::Error> {
+        match &self.store {
+            Some(s) => s.cluster_heard_elsewhere(cluster, instance),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether the store answers (the daemon's `/readyz` when idle).
+    pub fn store_alive(&self) -> bool {
+        self.store.as_ref().is_none_or(|s| s.is_alive())
     }
 
     /// The state last saved under `name`.
@@ -354,6 +402,7 @@ impl Pipeline {
         if self.store_error.is_some() {
             return Err(CommitFailed);
         }
+        let shared = store.dialect() == crate::store::Dialect::Postgres;
         let mut batch = std::mem::take(&mut self.pending);
         batch.checkpoints = checkpoints;
         batch.coverage = self
@@ -376,8 +425,16 @@ impl Pipeline {
             .and_then(|a| a.group_window)
             .unwrap_or(0);
         let state_due = final_ || self.state_written.elapsed() >= self.state_every;
-        if state_due && let Some(s) = self.detector.token_mut().and_then(|t| t.take_snapshot()) {
-            batch.state = vec![(STATE_NAME.to_owned(), s)];
+        if state_due && let Some(t) = self.detector.token_mut() {
+            if shared {
+                batch.state = t
+                    .take_cluster_snapshots()
+                    .into_iter()
+                    .map(|(cluster, s)| (format!("{STATE_NAME}/{cluster}"), s))
+                    .collect();
+            } else if let Some(s) = t.take_snapshot() {
+                batch.state = vec![(STATE_NAME.to_owned(), s)];
+            }
         }
         batch.state.append(&mut self.extra_state);
         if batch.findings.is_empty()
@@ -514,6 +571,27 @@ impl Sink for Feeder<'_, '_, '_> {
             let hour = self.p.hour_of(ev.request_received_timestamp.as_deref());
             let cluster = ev.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
             self.p.count(cluster, hour, self.source, 0);
+            if !self.p.heard.contains(cluster) {
+                self.p.heard.insert(cluster.to_owned());
+            }
+        }
+        if let (Some(store), Some(t)) = (&self.p.store, self.p.detector.token_mut()) {
+            let cluster = ev.cluster.as_deref().unwrap_or(DEFAULT_CLUSTER);
+            if t.wants_load(cluster, crate::timespec::now()) {
+                // Another instance may have held this cluster: what it
+                // learned is read back before the event is checked.
+                match store.detector_state(&format!("{STATE_NAME}/{cluster}")) {
+                    Ok(Some(saved)) => {
+                        if let Err(e) = t.load_cluster(&saved) {
+                            tracing::warn!(cluster, error = %e, "the shared token state of a cluster is unreadable");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(cluster, error = %e, "cannot read the shared token state of a cluster")
+                    }
+                }
+            }
         }
         let mut found = Vec::new();
         self.p.detector.check(ev, &mut |f| found.push(f));

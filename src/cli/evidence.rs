@@ -85,13 +85,7 @@ impl FilterArgs {
 }
 
 fn open(db: &Path) -> anyhow::Result<Store> {
-    if !db.exists() {
-        bail!(
-            "{}: no such findings database (kaudit scan --db FILE creates one)",
-            db.display()
-        );
-    }
-    Store::open(db).with_context(|| format!("cannot open {}", db.display()))
+    super::open_store(db)
 }
 
 /// `kaudit findings`: prints the stored findings that match.

@@ -39,10 +39,7 @@ pub struct AddArgs {
 }
 
 fn open(db: &Path) -> anyhow::Result<Store> {
-    if !db.exists() {
-        bail!("{}: no such findings database", db.display());
-    }
-    Store::open(db).with_context(|| format!("cannot open {}", db.display()))
+    super::open_store(db)
 }
 
 /// Adds a silence and prints its id.

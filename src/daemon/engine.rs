@@ -27,8 +27,6 @@ use crate::store::SourceCheckpoint;
 const TICK: Duration = Duration::from_secs(1);
 /// How often the streams' last-event times are saved.
 const SAVE_STREAMS: Duration = Duration::from_secs(10);
-/// The name the streams are saved under (`detector_state`).
-const STREAMS: &str = "streams";
 
 /// Shared health, read by /readyz.
 #[derive(Default)]
@@ -51,6 +49,12 @@ pub struct Engine {
     /// When the loop last went round (Unix seconds): the heartbeat stops
     /// when the pipeline is stuck, as a dead man's switch must.
     pub alive: Arc<std::sync::atomic::AtomicI64>,
+    /// This instance's name (several share a PostgreSQL store).
+    pub instance: String,
+    /// The store is shared with other instances.
+    pub shared: bool,
+    /// The name the streams are saved under: one per instance when shared.
+    pub streams_state: String,
 }
 
 /// A batch the store did not take yet: its acknowledgement waits.
@@ -167,7 +171,7 @@ impl Engine {
     pub fn run(mut self, handle: tokio::runtime::Handle, mut rx: mpsc::Receiver<Work>) {
         self.health.writable.store(true, Ordering::Relaxed);
         self.metrics.store_up.set(1);
-        match self.pipeline.saved_state(STREAMS) {
+        match self.pipeline.saved_state(&self.streams_state) {
             Ok(Some(saved)) => {
                 if let Err(e) = self.watch.restore(&saved, crate::timespec::now()) {
                     tracing::warn!(error = %e, "the saved audit streams are unreadable: silence is watched afresh");
@@ -220,7 +224,8 @@ impl Engine {
             }
         }
         // Shutdown: the last state and anything pending, a few tries.
-        self.pipeline.put_state(STREAMS, self.watch.snapshot());
+        self.pipeline
+            .put_state(&self.streams_state, self.watch.snapshot());
         let mut out = Quiet(&self.metrics);
         for attempt in 1..=3 {
             match self.pipeline.commit(true, Vec::new(), &mut out) {
@@ -360,13 +365,58 @@ impl Engine {
     /// and the token state's eviction gauge.
     fn tick(&mut self, held: &mut Vec<Held>, save: bool) {
         let now = crate::timespec::now();
-        let silent = self.watch.check(now);
+        let mut silent = self.watch.check(now);
+        if self.shared && !silent.is_empty() {
+            // A cluster silent here may have moved to another instance (a
+            // rebalance): silent only if no instance heard it lately.
+            silent.retain(|f| {
+                match self
+                    .pipeline
+                    .cluster_heard_elsewhere(&f.cluster, &self.instance)
+                {
+                    Ok(Some(t)) if now - t < self.config.stream.silence_after => {
+                        tracing::info!(cluster = %f.cluster, "the stream went quiet here and is heard by another instance");
+                        false
+                    }
+                    _ => true,
+                }
+            });
+        }
+        if save {
+            match self.pipeline.note_clusters(&self.instance, now) {
+                Ok(split) => {
+                    for (cluster, other) in split {
+                        tracing::warn!(
+                            cluster = %cluster,
+                            other_instance = %other,
+                            "events of one cluster reach two instances at once: key the Kafka topic by cluster, or the token detectors miss what spans both"
+                        );
+                        self.metrics
+                            .cluster_split
+                            .get_or_create(&crate::metrics::ClusterLabel { cluster })
+                            .inc();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot note the clusters heard"),
+            }
+            if held.is_empty() {
+                // Idle, yet the store is gone: /readyz says so now, not at
+                // the next event; and back when it answers again.
+                if !self.pipeline.store_alive() {
+                    self.failed_probe();
+                } else if !self.health.writable.swap(true, Ordering::Relaxed) {
+                    self.metrics.store_up.set(1);
+                    tracing::info!("the store answers again");
+                }
+            }
+        }
         if !silent.is_empty() || save {
             let mut out = Quiet(&self.metrics);
             for f in silent {
                 self.pipeline.report(f, &mut out);
             }
-            self.pipeline.put_state(STREAMS, self.watch.snapshot());
+            self.pipeline
+                .put_state(&self.streams_state, self.watch.snapshot());
             if self.pipeline.commit(false, Vec::new(), &mut out).is_err() {
                 self.failed();
                 // Nothing to acknowledge: the silence findings stay pending.
@@ -388,6 +438,17 @@ impl Engine {
         }
         if let Some(t) = self.pipeline.detector().token() {
             self.metrics.state_evictions.set(t.stats().evictions as i64);
+        }
+    }
+
+    /// The store does not answer while nothing is being committed.
+    fn failed_probe(&mut self) {
+        self.metrics.store_up.set(0);
+        if self.health.writable.swap(false, Ordering::Relaxed) {
+            tracing::error!("the store does not answer");
+        }
+        if let Ok(mut l) = self.health.last_error.lock() {
+            *l = Some("the store does not answer".into());
         }
     }
 

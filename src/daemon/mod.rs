@@ -214,6 +214,28 @@ fn prepare_reload(
     })
 }
 
+/// Whether the store at `location` is shared by several instances.
+fn store_is_shared(location: &Path) -> bool {
+    location.to_str().is_some_and(crate::store::is_postgres_url)
+}
+
+/// This instance's name among several: `KAUDIT_INSTANCE`, else the host
+/// name and the operations listener (unique per host and per pod).
+fn instance_name(listen: Option<std::net::SocketAddr>) -> String {
+    if let Ok(n) = std::env::var("KAUDIT_INSTANCE")
+        && !n.trim().is_empty()
+    {
+        return n.trim().to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    match listen {
+        Some(l) => format!("{host}:{}", l.port()),
+        None => host,
+    }
+}
+
 /// Runs the daemon until it is told to stop.
 ///
 /// # Errors
@@ -223,7 +245,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     let config = Arc::new(Config::load(config_path)?);
     let storage = config.storage.as_ref().ok_or_else(|| {
         DaemonError::Invalid(format!(
-            "{}: kaudit run needs storage.path (the findings database)",
+            "{}: kaudit run needs storage.path (a SQLite file) or storage.postgres (a shared database)",
             config_path.display()
         ))
     })?;
@@ -235,7 +257,10 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     }
     let rules = Arc::new(config.rules(Some(config_path), extra_rules)?);
     let token = TokenDetector::new(&config).map_err(DaemonError::Invalid)?;
-    let store = Store::open(&storage.path)?;
+    let location = storage
+        .location()
+        .map_err(|e| DaemonError::Invalid(format!("{}: {e}", config_path.display())))?;
+    let store = Store::open(&location)?;
     // Each source resumes from its committed positions.
     let mut positions = Vec::new();
     for (i, s) in config.sources.iter().enumerate() {
@@ -268,7 +293,23 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     let alive = Arc::new(std::sync::atomic::AtomicI64::new(crate::timespec::now()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    let shared = store_is_shared(&location);
+    let instance = instance_name(config.server.as_ref().map(|s| s.listen));
+    metrics
+        .instance
+        .get_or_create(&crate::metrics::InstanceLabel {
+            instance: instance.clone(),
+            store: if shared { "postgres" } else { "sqlite" }.into(),
+        })
+        .set(1);
     let engine = engine::Engine {
+        streams_state: if shared {
+            format!("streams@{instance}")
+        } else {
+            "streams".to_owned()
+        },
+        instance,
+        shared,
         pipeline,
         config: config.clone(),
         metrics: metrics.clone(),
@@ -288,7 +329,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     // the new configuration's; claims keep the two from sending one alert
     // twice.
     let delivery = Delivery {
-        db: storage.path.clone(),
+        db: location.clone(),
         metrics: metrics.clone(),
         alive: alive.clone(),
     };
@@ -315,7 +356,15 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     // The findings console, on its own listener, when enabled.
     let console = if server_cfg.ui.enabled {
         let (listener, tls, console) = runtime
-            .block_on(crate::ui::bind(&server_cfg.ui, &storage.path))
+            .block_on(crate::ui::bind(
+                &server_cfg.ui,
+                &location,
+                storage
+                    .postgres
+                    .as_ref()
+                    .and_then(|p| p.pool)
+                    .map_or(2, |p| p as usize),
+            ))
             .map_err(DaemonError::Invalid)?;
         Some(runtime.spawn(crate::ui::serve(listener, tls, console, stop_rx.clone())))
     } else {
@@ -332,7 +381,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
                 health: health.clone(),
                 readiness: readiness.clone(),
                 handle: runtime.handle().clone(),
-                db: storage.path.clone(),
+                db: location.clone(),
                 max_line: config.decode.max_document_bytes,
             },
             &config,

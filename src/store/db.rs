@@ -33,7 +33,7 @@ use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 /// chain is appended under it, so instances never fork it).
 const WRITE_LOCK: i64 = 0x6b61_7564_6974; // "kaudit"
 /// The advisory lock held while the schema is migrated.
-const MIGRATE_LOCK: i64 = 0x6b61_7564_6974_6d;
+const MIGRATE_LOCK: i64 = 0x006b_6175_6469_746d;
 /// Prepared statements kept per PostgreSQL connection.
 const PG_STATEMENTS: usize = 256;
 
@@ -49,8 +49,10 @@ pub enum Dialect {
 pub enum DbError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    /// (Not a `source`: the message already says everything the chain
+    /// would repeat.)
     #[error("{}", pg_message(.0))]
-    Postgres(#[from] postgres::Error),
+    Postgres(postgres::Error),
     #[error("the query returned no row")]
     NoRow,
     #[error("column {col}: {what}")]
@@ -84,10 +86,13 @@ fn pg_message(e: &postgres::Error) -> String {
             }
             s
         }
-        None => match std::error::Error::source(e) {
-            Some(src) => format!("{e}: {src}"),
-            None => e.to_string(),
-        },
+        None => e.to_string(),
+    }
+}
+
+impl From<postgres::Error> for DbError {
+    fn from(e: postgres::Error) -> DbError {
+        DbError::Postgres(e)
     }
 }
 
@@ -264,14 +269,13 @@ pub enum Row<'r, 's> {
 impl Row<'_, '_> {
     /// Column `i` as `T` (`Option<T>` for a column that may be NULL).
     pub fn get<T: FromCol>(&self, i: usize) -> Result<T, DbError> {
-        let r = match self {
+        match self {
             Row::Sqlite(r) => r
                 .get_ref(i)
                 .map_err(DbError::Sqlite)
                 .and_then(|v| T::from_sqlite(v).map_err(|what| DbError::Column { col: i, what })),
             Row::Postgres(r) => T::from_pg(r, i).map_err(|what| DbError::Column { col: i, what }),
-        };
-        r
+        }
     }
 }
 
@@ -428,16 +432,21 @@ pub enum Begin {
     RowLocks,
 }
 
-/// A PostgreSQL connection and its prepared statements.
+/// A PostgreSQL connection and its prepared statements. A connection the
+/// server closed (a restart, a failover) is opened again before the next
+/// statement, unless it was inside a transaction: that one fails, and is
+/// retried whole by its caller.
 pub struct Pg {
     client: postgres::Client,
     statements: HashMap<String, postgres::Statement>,
+    url: String,
+    in_tx: bool,
 }
 
 /// One connection to the store's database.
 pub enum Conn {
     Sqlite(rusqlite::Connection),
-    Postgres(RefCell<Pg>),
+    Postgres(Box<RefCell<Pg>>),
 }
 
 impl std::fmt::Debug for Conn {
@@ -454,12 +463,38 @@ fn sqlite_params<'p>(p: &'p [&dyn ToParam]) -> impl Iterator<Item = Param<'p>> +
 }
 
 impl Pg {
+    fn connect(url: &str) -> Result<postgres::Client, DbError> {
+        let mut config: postgres::Config = url.parse()?;
+        // libpq's variable: the password kept out of the URL (and of `ps`).
+        if config.get_password().is_none()
+            && let Ok(p) = std::env::var("PGPASSWORD")
+        {
+            config.password(p);
+        }
+        config.connect_timeout(std::time::Duration::from_secs(10));
+        Ok(match config.get_ssl_mode() {
+            postgres::config::SslMode::Disable => config.connect(postgres::NoTls)?,
+            _ => config.connect(tls()?)?,
+        })
+    }
+
+    /// The client, connected again if the server closed it outside a
+    /// transaction.
+    fn client(&mut self) -> Result<&mut postgres::Client, DbError> {
+        if self.client.is_closed() && !self.in_tx {
+            tracing::info!(store = %redact_url(&self.url), "reconnecting to PostgreSQL");
+            self.client = Pg::connect(&self.url)?;
+            self.statements.clear();
+        }
+        Ok(&mut self.client)
+    }
+
     fn statement(&mut self, sql: &str) -> Result<postgres::Statement, DbError> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
         let translated = translate(sql);
-        let stmt = self.client.prepare(&translated)?;
+        let stmt = self.client()?.prepare(&translated)?;
         if self.statements.len() >= PG_STATEMENTS {
             self.statements.clear();
         }
@@ -486,15 +521,12 @@ impl Conn {
     /// Connects to PostgreSQL at `url` (TLS when the URL's `sslmode` asks
     /// for it or prefers it).
     pub fn postgres(url: &str) -> Result<Conn, DbError> {
-        let config: postgres::Config = url.parse()?;
-        let client = match config.get_ssl_mode() {
-            postgres::config::SslMode::Disable => config.connect(postgres::NoTls)?,
-            _ => config.connect(tls()?)?,
-        };
-        Ok(Conn::Postgres(RefCell::new(Pg {
-            client,
+        Ok(Conn::Postgres(Box::new(RefCell::new(Pg {
+            client: Pg::connect(url)?,
             statements: HashMap::new(),
-        })))
+            url: url.to_owned(),
+            in_tx: false,
+        }))))
     }
 
     /// Runs one statement; the number of rows it changed.
@@ -507,7 +539,7 @@ impl Conn {
                 let mut pg = pg.borrow_mut();
                 let stmt = pg.statement(sql)?;
                 let values: Vec<Param<'_>> = p.iter().map(|v| v.to_param()).collect();
-                let n = pg.client.execute(&stmt, &pg_params(&values))?;
+                let n = pg.client()?.execute(&stmt, &pg_params(&values))?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
@@ -575,7 +607,7 @@ impl Conn {
                 let stmt = pg.statement(sql)?;
                 let values: Vec<Param<'_>> = p.iter().map(|v| v.to_param()).collect();
                 let mut rows = pg
-                    .client
+                    .client()?
                     .query_raw(&stmt, pg_params(&values))
                     .map_err(DbError::from)?;
                 while let Some(r) = rows.next().map_err(DbError::from)? {
@@ -595,7 +627,20 @@ impl Conn {
     pub fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
         match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Conn::Postgres(pg) => Ok(pg.borrow_mut().client.batch_execute(sql)?),
+            Conn::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                let head = sql.trim_start().get(..8).unwrap_or("").to_ascii_uppercase();
+                if head.starts_with("BEGIN") {
+                    let r = pg.client()?.batch_execute(sql);
+                    pg.in_tx = r.is_ok();
+                    return Ok(r?);
+                }
+                if head.starts_with("COMMIT") || head.starts_with("ROLLBACK") {
+                    pg.in_tx = false;
+                    return Ok(pg.client.batch_execute(sql)?);
+                }
+                Ok(pg.client()?.batch_execute(sql)?)
+            }
         }
     }
 
@@ -607,16 +652,13 @@ impl Conn {
             (Conn::Sqlite(c), Begin::Write | Begin::RowLocks) => {
                 Ok(c.execute_batch("BEGIN IMMEDIATE")?)
             }
-            (Conn::Postgres(pg), Begin::Read) => Ok(pg
-                .borrow_mut()
-                .client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?),
-            (Conn::Postgres(pg), Begin::RowLocks) => {
-                Ok(pg.borrow_mut().client.batch_execute("BEGIN")?)
+            (Conn::Postgres(_), Begin::Read) => {
+                self.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             }
-            (Conn::Postgres(pg), Begin::Write) => Ok(pg.borrow_mut().client.batch_execute(
-                &format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"),
-            )?),
+            (Conn::Postgres(_), Begin::RowLocks) => self.execute_batch("BEGIN"),
+            (Conn::Postgres(_), Begin::Write) => self.execute_batch(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+            )),
         }
     }
 
@@ -658,10 +700,9 @@ impl Conn {
     pub fn lock_for_migration(&self) -> Result<(), DbError> {
         match self {
             Conn::Sqlite(_) => Ok(()),
-            Conn::Postgres(pg) => Ok(pg
-                .borrow_mut()
-                .client
-                .batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATE_LOCK})"))?),
+            Conn::Postgres(_) => {
+                self.execute_batch(&format!("SELECT pg_advisory_xact_lock({MIGRATE_LOCK})"))
+            }
         }
     }
 
@@ -679,9 +720,8 @@ impl Conn {
             Conn::Sqlite(c) => c.execute_batch("SELECT 1").is_ok(),
             Conn::Postgres(pg) => pg
                 .borrow_mut()
-                .client
-                .is_valid(std::time::Duration::from_secs(2))
-                .is_ok(),
+                .client()
+                .is_ok_and(|c| c.is_valid(std::time::Duration::from_secs(2)).is_ok()),
         }
     }
 }

@@ -17,9 +17,9 @@ pub enum Error {
     )]
     Open { path: PathBuf, source: DbError },
     #[error(
-        "cannot connect to the PostgreSQL findings store {url}: {source} (is the server up, the URL right, the password current?)"
+        "cannot connect to the PostgreSQL findings store {url}: {cause} (is the server up, the URL right, the password current?)"
     )]
-    Connect { url: String, source: DbError },
+    Connect { url: String, cause: DbError },
     #[error(
         "the findings database at {} is locked: {source} (is another kaudit writing it?)",
         path.display()

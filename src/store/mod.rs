@@ -38,6 +38,7 @@ pub mod chain;
 pub mod checkpoint;
 pub(crate) mod db;
 mod error;
+mod instances;
 pub mod keys;
 mod outbox;
 mod query;
@@ -62,7 +63,8 @@ pub use batch::{
 pub use chain::{ChainProblem, ChainReport, ProblemKind, ZERO_HASH, canonical_json, link_hash};
 pub use checkpoint::{ChainCheckpoint, CheckpointLine, PruneRecord, check_anchor};
 pub use error::Error;
-pub use outbox::{AlertState, DeliverySummary, OutboxItem};
+pub use instances::SPLIT_WINDOW;
+pub use outbox::{AlertState, DeliverySummary, OutboxItem, instance};
 pub use query::{ChainRow, CoverageRow, Filter, StoredFinding};
 pub use retention::{Anchor, PruneReport};
 pub use schema::SCHEMA_VERSION;
@@ -178,9 +180,9 @@ impl Store {
     /// migration fails, or when the schema is newer than this kaudit.
     pub fn open_postgres(url: &str) -> Result<Store, Error> {
         let shown = redact_url(url);
-        let conn = Conn::postgres(url).map_err(|source| Error::Connect {
+        let conn = Conn::postgres(url).map_err(|cause| Error::Connect {
             url: shown.clone(),
-            source,
+            cause,
         })?;
         let path = PathBuf::from(&shown);
         schema::migrate(&conn, &path)?;

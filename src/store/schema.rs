@@ -390,10 +390,6 @@ pub(crate) fn migrate(conn: &Conn, path: &Path) -> Result<(), Error> {
         Dialect::Sqlite => (MIGRATIONS, 0),
         Dialect::Postgres => (POSTGRES_MIGRATIONS, POSTGRES_BASE),
     };
-    if conn.dialect() == Dialect::Postgres {
-        // The version table exists before the migration lock is taken.
-        version(conn).map_err(open)?;
-    }
     conn.begin(Begin::RowLocks).map_err(open)?;
     let run = || -> Result<(), Error> {
         conn.lock_for_migration().map_err(open)?;

@@ -48,7 +48,10 @@ const COOKIE: &str = "kaudit_session";
 /// What every request of the console shares.
 pub struct Console {
     /// One read connection, used from blocking tasks.
-    store: Mutex<Store>,
+    /// Reader connections (`storage.postgres.pool`, default 2): one page
+    /// or export does not hold up the others.
+    stores: Vec<Mutex<Store>>,
+    next_store: std::sync::atomic::AtomicUsize,
     token: Option<Secret>,
     /// Session id → (expiry in Unix seconds, who signed in).
     sessions: Mutex<HashMap<String, (i64, String)>>,
@@ -69,7 +72,7 @@ impl Console {
     /// # Errors
     /// A store that cannot be opened, a token that cannot be read, or no way
     /// in configured (neither a token nor client certificates).
-    pub fn new(cfg: &UiConfig, db: &Path) -> Result<Console, String> {
+    pub fn new(cfg: &UiConfig, db: &Path, pool: usize) -> Result<Console, String> {
         let token = resolve_secret(
             "server.ui.token",
             cfg.token.as_ref(),
@@ -91,8 +94,12 @@ impl Console {
                     .map_err(|e| format!("server.ui.sign_key {}: {e}", p.display()))
             })
             .transpose()?;
+        let stores = (0..pool.clamp(1, 16))
+            .map(|_| Store::open(db).map(Mutex::new).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Console {
-            store: Mutex::new(Store::open(db).map_err(|e| e.to_string())?),
+            stores,
+            next_store: std::sync::atomic::AtomicUsize::new(0),
             token,
             sessions: Mutex::new(HashMap::new()),
             secure: cfg.tls.is_some() || cfg.secure_cookie,
@@ -118,9 +125,15 @@ impl Console {
     ) -> Result<T, String> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            let store = me
-                .store
-                .lock()
+            let n = me.stores.len();
+            let first = me
+                .next_store
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                % n;
+            // A free connection if there is one, else wait for ours.
+            let store = (0..n)
+                .find_map(|k| me.stores[(first + k) % n].try_lock().ok())
+                .map_or_else(|| me.stores[first].lock(), Ok)
                 .map_err(|_| "the store connection is unusable".to_owned())?;
             f(&store)
         })
@@ -177,8 +190,9 @@ impl Console {
 pub async fn bind(
     cfg: &UiConfig,
     db: &Path,
+    pool: usize,
 ) -> Result<(TcpListener, Option<TlsAcceptor>, Arc<Console>), String> {
-    let console = Arc::new(Console::new(cfg, db)?);
+    let console = Arc::new(Console::new(cfg, db, pool)?);
     let tls = match &cfg.tls {
         Some(t) => {
             Some(crate::source::webhook::acceptor(t).map_err(|e| format!("server.ui: {e}"))?)

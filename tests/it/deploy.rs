@@ -5,7 +5,9 @@
 //! agree on binary, user, ports and paths; the image's healthcheck and the
 //! certificates make-certs.sh makes work against a running daemon; the
 //! manifests validate against Kubernetes' schemas and the unit passes
-//! systemd-analyze (both through scripts/validate-deploy.sh).
+//! systemd-analyze (both through scripts/validate-deploy.sh); the scaled
+//! overlay (deploy/kubernetes/scaled) renders several replicas on a
+//! PostgreSQL store whose URL comes from a Secret, and validates too.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -257,4 +259,362 @@ fn shippers_fill_the_topic_the_kafka_source_reads() {
         read("apiserver/apiserver-flags.md")
             .contains("--audit-log-path=/var/log/kubernetes/audit/audit.log")
     );
+}
+
+/// deploy/kubernetes/scaled as `kubectl kustomize` renders it: every
+/// document (kubectl is needed, as for the base in validate-deploy.sh).
+fn render_scaled() -> (String, Vec<Value>) {
+    let out = Command::new("kubectl")
+        .args(["kustomize", "deploy/kubernetes/scaled"])
+        .current_dir(root())
+        .output()
+        .expect("kubectl (it renders the kustomize overlays)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize deploy/kubernetes/scaled: {}",
+        stderr(&out)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let d = docs(&text, "kubectl kustomize deploy/kubernetes/scaled");
+    (text, d)
+}
+
+/// The one rendered document of this kind (and name, if given).
+fn one<'a>(d: &'a [Value], kind: &str, name: Option<&str>) -> &'a Value {
+    let found: Vec<_> = d
+        .iter()
+        .filter(|v| v["kind"] == kind && name.is_none_or(|n| v["metadata"]["name"] == n))
+        .collect();
+    assert_eq!(found.len(), 1, "one {kind} {name:?} expected");
+    found[0]
+}
+
+/// Whether a `matchLabels` selector selects these labels.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector["matchLabels"]
+        .as_mapping()
+        .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| &labels[k] == v))
+}
+
+/// The `*_env` values anywhere in a configuration: the variables it reads.
+fn env_names(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Mapping(m) => {
+            for (k, v) in m {
+                if k.as_str().is_some_and(|k| k.ends_with("_env"))
+                    && let Some(name) = v.as_str()
+                {
+                    out.insert(name.to_owned());
+                }
+                env_names(v, out);
+            }
+        }
+        Value::Sequence(s) => s.iter().for_each(|v| env_names(v, out)),
+        _ => {}
+    }
+}
+
+/// The scaled overlay: several replicas in one Kafka consumer group over
+/// one PostgreSQL store. No PVC, the store's URL from a Secret, the base's
+/// pod hardening and resources kept, replicas spread over nodes, a
+/// disruption budget that selects them, egress to PostgreSQL; the rendered
+/// output validates against Kubernetes' schemas.
+#[test]
+fn scaled_overlay_runs_replicas_on_postgres_from_a_secret() {
+    let (text, d) = render_scaled();
+    let kinds: Vec<&str> = d.iter().map(|v| v["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "PersistentVolumeClaim",
+        "DaemonSet",
+        "StatefulSet",
+        "Secret",
+    ] {
+        assert!(
+            !kinds.contains(&kind),
+            "the scaled overlay renders a {kind}: {kinds:?}"
+        );
+    }
+    assert!(
+        d.iter()
+            .all(|v| v["metadata"]["namespace"] == "kaudit" || v["kind"] == "Namespace")
+    );
+
+    let dep = one(&d, "Deployment", Some("kaudit"));
+    let base = yaml("kubernetes/base/deployment.yaml");
+    assert!(
+        dep["spec"]["replicas"].as_u64().unwrap() >= 2,
+        "{:?}",
+        dep["spec"]["replicas"]
+    );
+    assert_eq!(dep["spec"]["strategy"]["type"], "RollingUpdate");
+    let pod = &dep["spec"]["template"]["spec"];
+    let labels = &dep["spec"]["template"]["metadata"]["labels"];
+    assert!(selects(&dep["spec"]["selector"], labels));
+    // The base's hardening, as it is.
+    let base_pod = &base["spec"]["template"]["spec"];
+    for k in [
+        "securityContext",
+        "serviceAccountName",
+        "automountServiceAccountToken",
+    ] {
+        assert_eq!(pod[k], base_pod[k], "pod {k}");
+    }
+    let c = &pod["containers"][0];
+    let bc = &base_pod["containers"][0];
+    for k in [
+        "args",
+        "securityContext",
+        "resources",
+        "livenessProbe",
+        "readinessProbe",
+    ] {
+        assert_eq!(c[k], bc[k], "container {k}");
+    }
+    // Replicas prefer distinct nodes.
+    let anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .chain(
+            pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                .as_sequence()
+                .into_iter()
+                .flatten(),
+        )
+        .map(|t| if t["podAffinityTerm"].is_mapping() { &t["podAffinityTerm"] } else { t })
+        .any(|t| t["topologyKey"] == "kubernetes.io/hostname" && selects(&t["labelSelector"], labels));
+    assert!(
+        anti,
+        "no pod anti-affinity over kubernetes.io/hostname: {:?}",
+        pod["affinity"]
+    );
+
+    // No SQLite file: no PVC volume, nothing mounted at /var/lib/kaudit.
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    assert!(
+        volumes.iter().all(|v| v["persistentVolumeClaim"].is_null()),
+        "{volumes:?}"
+    );
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert!(
+        mounts.contains(&"/etc/kaudit") && !mounts.contains(&"/var/lib/kaudit"),
+        "{mounts:?}"
+    );
+    // Every Secret a volume needs is one the docs tell to create.
+    for v in volumes {
+        for s in v["projected"]["sources"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                s["secret"].is_null(),
+                "the scaled pod mounts a Secret: {s:?}"
+            );
+        }
+    }
+
+    // The configuration: PostgreSQL, no path; Kafka in one group.
+    let cm = one(&d, "ConfigMap", Some("kaudit-config"));
+    let cfg_text = cm["data"]["kaudit.yaml"]
+        .as_str()
+        .expect("data.kaudit.yaml");
+    let cfg = docs(cfg_text, "the scaled ConfigMap's kaudit.yaml").remove(0);
+    let storage = &cfg["storage"];
+    assert!(
+        storage["path"].is_null(),
+        "storage.path with several instances: {storage:?}"
+    );
+    let pg = &storage["postgres"];
+    assert!(pg.is_mapping(), "no storage.postgres: {storage:?}");
+    assert!(
+        pg["url"].is_null(),
+        "the PostgreSQL URL inline in a ConfigMap"
+    );
+    let url_env = pg["url_env"].as_str().expect("storage.postgres.url_env");
+    if !pg["pool"].is_null() {
+        assert!(
+            (1..=32).contains(&pg["pool"].as_u64().unwrap()),
+            "{:?}",
+            pg["pool"]
+        );
+    }
+    let sources = cfg["sources"].as_sequence().unwrap();
+    assert!(!sources.is_empty());
+    let mut groups = BTreeSet::new();
+    for s in sources {
+        // A webhook would spread one cluster's batches over the replicas.
+        assert_eq!(s["type"], "kafka", "only Kafka sources scale out: {s:?}");
+        assert_eq!(
+            s["cluster_from"], "key",
+            "a cluster's events stay on one partition"
+        );
+        groups.insert(s["group_id"].as_str().expect("group_id").to_owned());
+    }
+    assert_eq!(groups.len(), 1, "one consumer group: {groups:?}");
+    assert!(cfg_text.contains("topic: k8s-audit"), "the shippers' topic");
+
+    // The URL from a Secret's key, required; the Secret is an example only.
+    let env = c["env"].as_sequence().unwrap();
+    let var = env
+        .iter()
+        .find(|e| e["name"] == url_env)
+        .unwrap_or_else(|| panic!("the Deployment does not set {url_env}"));
+    let key_ref = &var["valueFrom"]["secretKeyRef"];
+    assert!(key_ref.is_mapping() && var["value"].is_null(), "{var:?}");
+    assert_ne!(key_ref["optional"], true, "{var:?}");
+    let secret = yaml("kubernetes/scaled/secret-postgres.example.yaml");
+    assert_eq!(secret["kind"], "Secret");
+    assert_eq!(secret["metadata"]["name"], key_ref["name"]);
+    let key = key_ref["key"].as_str().unwrap();
+    let example = secret["stringData"][key]
+        .as_str()
+        .expect("stringData holds the key");
+    assert!(
+        example.starts_with("postgres://") && example.contains("CHANGE-ME"),
+        "{example}"
+    );
+    assert!(
+        !text.contains("CHANGE-ME"),
+        "the example Secret is rendered"
+    );
+    // Every variable the configuration reads, the Deployment sets.
+    let set: BTreeSet<&str> = env.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let mut read = BTreeSet::new();
+    env_names(&cfg, &mut read);
+    for v in &read {
+        assert!(set.contains(v.as_str()), "the Deployment does not set {v}");
+    }
+
+    // Ports: only the operations server; no webhook Service.
+    let ports: Vec<u64> = c["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["containerPort"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [9090]);
+    assert!(cfg_text.contains("listen: \"0.0.0.0:9090\""));
+    for s in d.iter().filter(|v| v["kind"] == "Service") {
+        for p in s["spec"]["ports"].as_sequence().unwrap() {
+            assert_ne!(p["port"], 8443, "{s:?}");
+        }
+    }
+
+    // A disruption budget for these pods that lets one go at a time.
+    let pdb = one(&d, "PodDisruptionBudget", None);
+    assert!(selects(&pdb["spec"]["selector"], labels), "{pdb:?}");
+    let replicas = dep["spec"]["replicas"].as_u64().unwrap();
+    match (
+        pdb["spec"]["maxUnavailable"].as_u64(),
+        pdb["spec"]["minAvailable"].as_u64(),
+    ) {
+        (Some(n), None) => assert!(n >= 1 && n < replicas),
+        (None, Some(n)) => assert!(n >= 1 && n < replicas),
+        other => panic!("PodDisruptionBudget: {other:?}"),
+    }
+
+    // NetworkPolicy: egress to PostgreSQL, nothing in on 8443.
+    let policies: Vec<&Value> = d
+        .iter()
+        .filter(|v| v["kind"] == "NetworkPolicy" && selects(&v["spec"]["podSelector"], labels))
+        .collect();
+    let port_in = |rules: &Value, port: u64| {
+        rules.as_sequence().into_iter().flatten().any(|r| {
+            r["ports"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .any(|p| p["port"].as_u64() == Some(port))
+        })
+    };
+    assert!(policies.iter().any(|p| port_in(&p["spec"]["egress"], 5432)));
+    assert!(
+        !policies
+            .iter()
+            .any(|p| port_in(&p["spec"]["ingress"], 8443))
+    );
+
+    // The rendered overlay against Kubernetes' schemas, the versions
+    // validate-deploy.sh checks (it builds the validator's venv).
+    let venv = std::env::var_os("KAUDIT_VALIDATE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/kaudit-validate-venv")
+        });
+    let ready = Command::new("bash")
+        .args([
+            "-c",
+            r#"mkdir -p "$(dirname "$1")" && exec 9>"$1.lock" && flock 9 && test -x "$1/bin/kubernetes-validate""#,
+            "_",
+        ])
+        .arg(&venv)
+        .status()
+        .unwrap()
+        .success();
+    if !ready {
+        let out = Command::new("bash")
+            .args(["scripts/validate-deploy.sh", "manifests"])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "validate-deploy.sh manifests: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+    }
+    let script = std::fs::read_to_string(root().join("scripts/validate-deploy.sh")).unwrap();
+    let versions = script
+        .lines()
+        .find_map(|l| l.strip_prefix("K8S_VERSIONS=\""))
+        .and_then(|l| l.split_once('"'))
+        .expect("K8S_VERSIONS in validate-deploy.sh")
+        .0;
+    let tmp = tempfile::tempdir().unwrap();
+    let rendered = tmp.path().join("scaled.yaml");
+    std::fs::write(&rendered, &text).unwrap();
+    for v in versions.split_whitespace() {
+        let out = Command::new(venv.join("bin/kubernetes-validate"))
+            .args(["--strict", "-k", v])
+            .arg(&rendered)
+            .output()
+            .unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(
+            out.status.success()
+                && !said.contains("ERROR")
+                && !said.contains("Couldn't find schema"),
+            "the rendered scaled overlay against Kubernetes {v}:\n{said}"
+        );
+    }
+}
+
+/// The scaled ConfigMap's configuration passes `kaudit check` with its
+/// store swapped for a SQLite path: sources, detection and server are
+/// checked by the binary; the PostgreSQL store is asserted on above.
+#[test]
+fn scaled_config_passes_check_apart_from_the_store() {
+    let (_, d) = render_scaled();
+    let cm = one(&d, "ConfigMap", Some("kaudit-config"));
+    let mut cfg = docs(cm["data"]["kaudit.yaml"].as_str().unwrap(), "kaudit.yaml").remove(0);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut storage = serde_yaml_ng::Mapping::new();
+    storage.insert(
+        "path".into(),
+        path_str(&tmp.path().join("kaudit.db")).into(),
+    );
+    cfg["storage"] = Value::Mapping(storage);
+    let path = tmp.path().join("kaudit.yaml");
+    std::fs::write(&path, serde_yaml_ng::to_string(&cfg).unwrap()).unwrap();
+    let out = check(&path, &[("KAFKA_PASSWORD", "x")]);
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("1 source(s)"), "{printed}");
 }

@@ -33,7 +33,7 @@ mod state;
 mod table;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::{Deserialize, Serialize};
@@ -70,7 +70,24 @@ pub struct TokenDetector {
     lost: u64,
     /// Exceptions written for the catalogue rules the detectors refine.
     lists: Lists,
+    /// Several instances share the store: state is kept per cluster.
+    shared: Option<Shared>,
 }
+
+/// What an instance of several tracks to keep each cluster's state in the
+/// shared store: the clusters changed since their state was saved, and
+/// when each was last heard here (a cluster heard again after
+/// [`RELOAD_AFTER`] may have been handled by another instance meanwhile,
+/// so its stored state is read back first).
+#[derive(Default)]
+struct Shared {
+    dirty: HashSet<String>,
+    heard: HashMap<String, Time>,
+}
+
+/// How long a cluster may go unheard here before its state is read again
+/// from the shared store.
+pub const RELOAD_AFTER: Time = 60;
 
 /// Catalogue lists the detectors honour (see [`TokenDetector::use_lists`]).
 #[derive(Default)]
@@ -213,6 +230,87 @@ const SNAPSHOT_VERSION: u32 = 1;
 pub const STATE_NAME: &str = "token";
 
 impl TokenDetector {
+    /// Keeps state per cluster for a store several instances share: see
+    /// [`TokenDetector::wants_load`] and
+    /// [`TokenDetector::take_cluster_snapshots`].
+    pub fn share_state(&mut self) {
+        self.shared = Some(Shared::default());
+    }
+
+    /// Whether the stored state of `cluster` must be read (with
+    /// [`TokenDetector::load_cluster`]) before its event at `now` (unix
+    /// seconds) is checked: never heard here, or not for
+    /// [`RELOAD_AFTER`]. Only when the state is shared.
+    pub fn wants_load(&mut self, cluster: &str, now: Time) -> bool {
+        let Some(sh) = self.shared.as_mut() else {
+            return false;
+        };
+        match sh.heard.get_mut(cluster) {
+            Some(t) if now.saturating_sub(*t) < RELOAD_AFTER => {
+                *t = (*t).max(now);
+                false
+            }
+            Some(t) => {
+                *t = now;
+                true
+            }
+            None => {
+                if sh.heard.len() >= self.settings.max_entries.max(1024) {
+                    sh.heard.clear();
+                }
+                sh.heard.insert(cluster.to_owned(), now);
+                true
+            }
+        }
+    }
+
+    /// Replaces what is known of one cluster by its stored snapshot (from
+    /// [`TokenDetector::take_cluster_snapshots`]).
+    ///
+    /// # Errors
+    /// An unreadable snapshot; what was known stays.
+    pub fn load_cluster(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let snap: Snapshot = serde_json::from_slice(bytes)
+            .map_err(|e| format!("the stored token-detector state is unreadable: {e}"))?;
+        if snap.version != SNAPSHOT_VERSION {
+            return Err(format!(
+                "the stored token-detector state is version {}, this kaudit reads {SNAPSHOT_VERSION}",
+                snap.version
+            ));
+        }
+        self.clock = self.clock.max(snap.clock);
+        for (name, c) in snap.clusters {
+            self.state
+                .insert(name, ClusterState::restore(c, self.settings.max_entries));
+        }
+        Ok(())
+    }
+
+    /// The snapshots of the clusters changed since the last call, one per
+    /// cluster: (cluster, bytes), stored as `token/CLUSTER`.
+    pub fn take_cluster_snapshots(&mut self) -> Vec<(String, Vec<u8>)> {
+        let Some(sh) = self.shared.as_mut() else {
+            return Vec::new();
+        };
+        let dirty = std::mem::take(&mut sh.dirty);
+        let mut out = Vec::with_capacity(dirty.len());
+        for cluster in dirty {
+            let Some(state) = self.state.peek(&cluster) else {
+                continue;
+            };
+            let snap = SnapshotRef {
+                version: SNAPSHOT_VERSION,
+                clock: self.clock,
+                clusters: vec![(&cluster, state.snapshot())],
+            };
+            if let Ok(bytes) = serde_json::to_vec(&snap) {
+                out.push((cluster.clone(), bytes));
+            }
+        }
+        self.dirty = false;
+        out
+    }
+
     /// Detectors configured by `cfg` (defaults when there is no config).
     ///
     /// # Errors
@@ -235,6 +333,7 @@ impl TokenDetector {
             dirty: false,
             lost: 0,
             lists: Lists::default(),
+            shared: None,
         })
     }
 
@@ -293,6 +392,11 @@ impl TokenDetector {
             return;
         };
         self.dirty = true;
+        if let Some(sh) = self.shared.as_mut()
+            && !sh.dirty.contains(cluster)
+        {
+            sh.dirty.insert(cluster.to_owned());
+        }
         let mut run = Run {
             settings: &self.settings,
             cfg,
@@ -344,6 +448,7 @@ impl TokenDetector {
     pub fn reconfigure(&mut self, cfg: &Config) -> Result<(), String> {
         let mut next = TokenDetector::new(cfg)?;
         next.lists = std::mem::take(&mut self.lists);
+        next.shared = self.shared.take();
         next.lost = self.lost;
         self.dirty = true;
         if let Some(snap) = self.take_snapshot() {

@@ -349,6 +349,70 @@ fn snapshot_restores_what_was_learned() {
     assert!(b.restore(b"not json").is_err());
 }
 
+/// Several instances sharing a store: the instance a cluster moves to
+/// (a Kafka rebalance) reads what the previous one learned of it, cluster
+/// by cluster, before it checks the cluster's next event.
+#[test]
+fn shared_state_moves_with_a_cluster_between_instances() {
+    let cfg = config(PROD);
+    let mut a = TokenDetector::new(&cfg).unwrap();
+    a.share_state();
+    let mut out = Vec::new();
+    let kubelet = ev(
+        1,
+        json!({"user": {"username": "system:node:node-c"}, "sourceIPs": ["10.0.1.13"]}),
+    );
+    let mint = token_request(2, "dave@example.com", "shop", Some(3600));
+    for raw in [&kubelet, &mint] {
+        a.check(&crate::event::AuditEvent::parse(raw).unwrap(), &mut out);
+    }
+    let snaps = a.take_cluster_snapshots();
+    let names: Vec<&str> = snaps.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(names, ["default"], "one snapshot per cluster changed");
+    assert!(
+        a.take_cluster_snapshots().is_empty(),
+        "nothing changed since"
+    );
+
+    let mut b = TokenDetector::new(&cfg).unwrap();
+    b.share_state();
+    // First sight of the cluster here: its state is wanted, once.
+    assert!(b.wants_load("default", 1_000));
+    assert!(!b.wants_load("default", 1_010));
+    b.load_cluster(&snaps[0].1).unwrap();
+    let use_it = ev(
+        3,
+        json!({
+            "user": {"username": "system:serviceaccount:shop:app",
+                     "extra": {"authentication.kubernetes.io/credential-id": ["JTI=issued-2"],
+                               "authentication.kubernetes.io/node-name": ["node-a"],
+                               "authentication.kubernetes.io/pod-name": ["app-1"]}},
+            "sourceIPs": ["10.0.1.13"], "userAgent": "app/1.0"
+        }),
+    );
+    let mut found = Vec::new();
+    b.check(
+        &crate::event::AuditEvent::parse(&use_it).unwrap(),
+        &mut found,
+    );
+    let rules: Vec<&str> = found.iter().map(|f| f.rule_id.as_str()).collect();
+    assert_eq!(
+        rules,
+        [
+            "token-bound-pod-elsewhere",
+            "token-issued-then-used-elsewhere"
+        ],
+        "what instance a learned is known to instance b"
+    );
+    // Unheard for RELOAD_AFTER: another instance may have had it.
+    assert!(b.wants_load("default", 1_010 + RELOAD_AFTER));
+    // Without sharing, nothing is ever wanted.
+    let mut solo = TokenDetector::new(&cfg).unwrap();
+    assert!(!solo.wants_load("default", 1_000));
+    assert!(solo.take_cluster_snapshots().is_empty());
+    assert!(b.load_cluster(b"not json").is_err());
+}
+
 fn with_extra(n: usize, user: &str, ip: &str, extra: Value, over: Value) -> String {
     let mut e: Value = serde_json::from_str(&ev(n, over)).unwrap();
     e["user"] = json!({"username": user, "extra": extra});
