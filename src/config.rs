@@ -704,6 +704,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_store_is_a_file_or_a_postgres_url_never_both() {
+        let loc = |yaml: &str| {
+            Config::parse(yaml)
+                .unwrap()
+                .storage
+                .unwrap()
+                .location()
+                .map(|p| p.to_string_lossy().into_owned())
+        };
+        assert_eq!(
+            loc("storage: {path: /var/lib/k.db}").unwrap(),
+            "/var/lib/k.db"
+        );
+        assert_eq!(
+            loc("storage: {postgres: {url: 'postgres://k:pw@db/kaudit', pool: 4}}").unwrap(),
+            "postgres://k:pw@db/kaudit"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("url");
+        std::fs::write(&f, "postgresql://k@db/kaudit\n").unwrap();
+        assert_eq!(
+            loc(&format!(
+                "storage: {{postgres: {{url_file: {}}}}}",
+                f.display()
+            ))
+            .unwrap(),
+            "postgresql://k@db/kaudit"
+        );
+        let e = loc("storage: {path: /k.db, postgres: {url: 'postgres://db/k'}}").unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        assert!(loc("storage: {}").unwrap_err().contains("path"));
+        let e = loc("storage: {postgres: {url: 'mysql://db/k'}}").unwrap_err();
+        assert!(e.contains("postgres://"), "{e}");
+        let e = loc("storage: {postgres: {url_env: KAUDIT_TEST_UNSET_VARIABLE_X}}").unwrap_err();
+        assert!(e.contains("KAUDIT_TEST_UNSET_VARIABLE_X"), "{e}");
+        assert!(Config::parse("storage: {postgres: {url: 'postgres://db/k', bogus: 1}}").is_err());
+    }
+
+    #[test]
     fn parses_the_documented_example() {
         let cfg = Config::parse(
             r#"

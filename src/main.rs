@@ -353,6 +353,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 if let Err(e) = kaudit::alert::check(&cfg.alerts) {
                     problems.push(format!("{}: {e}", path.display()));
                 }
+                // The store's location (its secret read, not connected to).
+                if let Some(storage) = &cfg.storage
+                    && let Err(e) = storage.location()
+                {
+                    problems.push(format!("{}: {e}", path.display()));
+                }
                 if !problems.is_empty() {
                     anyhow::bail!("{}", problems.join("\n"));
                 }
