@@ -270,14 +270,7 @@ impl TokenDetector {
     /// # Errors
     /// An unreadable snapshot; what was known stays.
     pub fn load_cluster(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let snap: Snapshot = serde_json::from_slice(bytes)
-            .map_err(|e| format!("the stored token-detector state is unreadable: {e}"))?;
-        if snap.version != SNAPSHOT_VERSION {
-            return Err(format!(
-                "the stored token-detector state is version {}, this kaudit reads {SNAPSHOT_VERSION}",
-                snap.version
-            ));
-        }
+        let snap = read_snapshot(bytes)?;
         self.clock = self.clock.max(snap.clock);
         for (name, c) in snap.clusters {
             self.state
@@ -462,14 +455,7 @@ impl TokenDetector {
     /// Restores stored state. A snapshot this version cannot read is
     /// reported and ignored: detection starts afresh rather than not at all.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let snap: Snapshot = serde_json::from_slice(bytes)
-            .map_err(|e| format!("the stored token-detector state is unreadable: {e}"))?;
-        if snap.version != SNAPSHOT_VERSION {
-            return Err(format!(
-                "the stored token-detector state is version {}, this kaudit reads {SNAPSHOT_VERSION}",
-                snap.version
-            ));
-        }
+        let snap = read_snapshot(bytes)?;
         self.clock = snap.clock;
         for (name, c) in snap.clusters {
             self.state
@@ -477,6 +463,19 @@ impl TokenDetector {
         }
         Ok(())
     }
+}
+
+/// A stored snapshot, if this version of kaudit can read it.
+fn read_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
+    let snap: Snapshot = serde_json::from_slice(bytes)
+        .map_err(|e| format!("the stored token-detector state is unreadable: {e}"))?;
+    if snap.version != SNAPSHOT_VERSION {
+        return Err(format!(
+            "the stored token-detector state is version {}, this kaudit reads {SNAPSHOT_VERSION}",
+            snap.version
+        ));
+    }
+    Ok(snap)
 }
 
 /// Whether any token detector can care about `ev`: the cheap test that
