@@ -441,6 +441,9 @@ pub struct Pg {
     statements: HashMap<String, postgres::Statement>,
     url: String,
     in_tx: bool,
+    /// The server ended the session (a restart, `pg_terminate_backend`):
+    /// connect again before the next statement outside a transaction.
+    broken: bool,
 }
 
 /// One connection to the store's database.
@@ -481,12 +484,27 @@ impl Pg {
     /// The client, connected again if the server closed it outside a
     /// transaction.
     fn client(&mut self) -> Result<&mut postgres::Client, DbError> {
-        if self.client.is_closed() && !self.in_tx {
+        if (self.broken || self.client.is_closed()) && !self.in_tx {
             tracing::info!(store = %redact_url(&self.url), "reconnecting to PostgreSQL");
             self.client = Pg::connect(&self.url)?;
             self.statements.clear();
+            self.broken = false;
         }
         Ok(&mut self.client)
+    }
+
+    /// Notes an error that means the session is gone.
+    fn check<T>(&mut self, r: Result<T, postgres::Error>) -> Result<T, DbError> {
+        if let Err(e) = &r
+            && (e.is_closed()
+                || e.code().is_some_and(|c| {
+                    let c = c.code();
+                    c.starts_with("57P") || c.starts_with("08")
+                }))
+        {
+            self.broken = true;
+        }
+        Ok(r?)
     }
 
     fn statement(&mut self, sql: &str) -> Result<postgres::Statement, DbError> {
@@ -494,7 +512,8 @@ impl Pg {
             return Ok(s.clone());
         }
         let translated = translate(sql);
-        let stmt = self.client()?.prepare(&translated)?;
+        let r = self.client()?.prepare(&translated);
+        let stmt = self.check(r)?;
         if self.statements.len() >= PG_STATEMENTS {
             self.statements.clear();
         }
@@ -526,6 +545,7 @@ impl Conn {
             statements: HashMap::new(),
             url: url.to_owned(),
             in_tx: false,
+            broken: false,
         }))))
     }
 
@@ -539,7 +559,8 @@ impl Conn {
                 let mut pg = pg.borrow_mut();
                 let stmt = pg.statement(sql)?;
                 let values: Vec<Param<'_>> = p.iter().map(|v| v.to_param()).collect();
-                let n = pg.client()?.execute(&stmt, &pg_params(&values))?;
+                let r = pg.client()?.execute(&stmt, &pg_params(&values));
+                let n = pg.check(r)?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
@@ -606,19 +627,37 @@ impl Conn {
                 let mut pg = pg.borrow_mut();
                 let stmt = pg.statement(sql)?;
                 let values: Vec<Param<'_>> = p.iter().map(|v| v.to_param()).collect();
-                let mut rows = pg
-                    .client()?
-                    .query_raw(&stmt, pg_params(&values))
-                    .map_err(DbError::from)?;
-                while let Some(r) = rows.next().map_err(DbError::from)? {
-                    if !f(&Row::Postgres(&r))? {
-                        // Read what is left of the result: the protocol
-                        // needs the rest before the next query.
-                        while rows.next().map_err(DbError::from)?.is_some() {}
-                        break;
+                let mut failed: Option<postgres::Error> = None;
+                let outcome = (|| -> Result<(), E> {
+                    let mut rows = match pg.client()?.query_raw(&stmt, pg_params(&values)) {
+                        Ok(rows) => rows,
+                        Err(e) => {
+                            failed = Some(e);
+                            return Ok(());
+                        }
+                    };
+                    loop {
+                        match rows.next() {
+                            Ok(Some(r)) => {
+                                if !f(&Row::Postgres(&r))? {
+                                    // Read what is left of the result: the
+                                    // protocol needs the rest first.
+                                    while let Ok(Some(_)) = rows.next() {}
+                                    return Ok(());
+                                }
+                            }
+                            Ok(None) => return Ok(()),
+                            Err(e) => {
+                                failed = Some(e);
+                                return Ok(());
+                            }
+                        }
                     }
+                })();
+                if let Some(e) = failed {
+                    pg.check::<()>(Err(e))?;
                 }
-                Ok(())
+                outcome
             }
         }
     }
@@ -633,13 +672,15 @@ impl Conn {
                 if head.starts_with("BEGIN") {
                     let r = pg.client()?.batch_execute(sql);
                     pg.in_tx = r.is_ok();
-                    return Ok(r?);
+                    return pg.check(r);
                 }
                 if head.starts_with("COMMIT") || head.starts_with("ROLLBACK") {
                     pg.in_tx = false;
-                    return Ok(pg.client.batch_execute(sql)?);
+                    let r = pg.client.batch_execute(sql);
+                    return pg.check(r);
                 }
-                Ok(pg.client()?.batch_execute(sql)?)
+                let r = pg.client()?.batch_execute(sql);
+                pg.check(r)
             }
         }
     }
@@ -718,10 +759,17 @@ impl Conn {
     pub fn is_alive(&self) -> bool {
         match self {
             Conn::Sqlite(c) => c.execute_batch("SELECT 1").is_ok(),
-            Conn::Postgres(pg) => pg
-                .borrow_mut()
-                .client()
-                .is_ok_and(|c| c.is_valid(std::time::Duration::from_secs(2)).is_ok()),
+            Conn::Postgres(pg) => {
+                let mut pg = pg.borrow_mut();
+                // Twice: a session found gone is opened again once.
+                (0..2).any(|_| {
+                    let r = match pg.client() {
+                        Ok(c) => c.is_valid(std::time::Duration::from_secs(2)),
+                        Err(_) => return false,
+                    };
+                    pg.check(r).is_ok()
+                })
+            }
         }
     }
 }

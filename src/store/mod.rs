@@ -46,6 +46,8 @@ mod retention;
 mod schema;
 mod silence;
 #[cfg(test)]
+mod tests_postgres;
+#[cfg(test)]
 pub(crate) mod testutil;
 mod triage;
 
