@@ -149,6 +149,7 @@ impl Sources {
                     env.tx.clone(),
                     env.metrics.clone(),
                     env.readiness.clone(),
+                    Some(env.db.clone()),
                     stop_rx,
                 )));
             }

@@ -10,6 +10,13 @@
 //! committed; offsets of partitions no longer assigned are never committed.
 //! Consumer lag (high watermark minus the next offset to read) is a metric.
 //!
+//! The store keeps where each partition was read to (`TOPIC/PARTITION` →
+//! next offset, in the same transaction as what the messages produced):
+//! after a crash between the store's commit and Kafka's, or a rebalance
+//! that moved a partition to another instance sharing the store, the
+//! messages the store already has are skipped (their offsets committed),
+//! so nothing is stored or counted twice.
+//!
 //! Messages deleted by the topic's retention before they were read (lag
 //! grew past retention, or kaudit was down longer than it) are not a silent
 //! jump: the first message after a gap is checked against the partition's
@@ -36,6 +43,59 @@ use crate::metrics::{Metrics, Partition};
 const BATCH: usize = 500;
 /// How long a batch collects messages after the first one.
 const WINDOW: Duration = Duration::from_millis(100);
+
+/// Where the store says each partition was read to, read once per
+/// partition and rebalance (another instance may have moved it on).
+struct Stored {
+    db: Option<std::path::PathBuf>,
+    store: Option<crate::store::Store>,
+    floors: HashMap<(String, i32), (u64, Option<i64>)>,
+}
+
+impl Stored {
+    fn new(db: Option<std::path::PathBuf>) -> Stored {
+        Stored {
+            db,
+            store: None,
+            floors: HashMap::new(),
+        }
+    }
+
+    /// The next offset the store has for `topic`/`partition`, if any.
+    fn floor(&mut self, source: &str, topic: &str, partition: i32, generation: u64) -> Option<i64> {
+        let key = (topic.to_owned(), partition);
+        if let Some((g, floor)) = self.floors.get(&key)
+            && *g == generation
+        {
+            return *floor;
+        }
+        let db = self.db.as_ref()?;
+        if self.store.is_none() {
+            match crate::store::Store::open(db) {
+                Ok(s) => self.store = Some(s),
+                Err(e) => {
+                    tracing::warn!(source, error = %e, "cannot read the stored partition positions");
+                    return None;
+                }
+            }
+        }
+        let floor = match self
+            .store
+            .as_ref()
+            .map(|s| s.source_checkpoint(source, &format!("{topic}/{partition}")))
+        {
+            Some(Ok(p)) => p.and_then(|p| p.parse::<i64>().ok()),
+            Some(Err(e)) => {
+                tracing::warn!(source, error = %e, "cannot read the stored partition positions");
+                self.store = None;
+                return None;
+            }
+            None => None,
+        };
+        self.floors.insert(key, (generation, floor));
+        floor
+    }
+}
 
 /// The librdkafka settings for `cfg` (without secrets in errors).
 ///
@@ -174,14 +234,17 @@ impl ConsumerContext for Ctx {
 
 /// Consumes until `stop` fires. Errors of the broker are retried by
 /// librdkafka; /readyz says when it is not connected.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     name: String,
     cfg: KafkaSource,
     tx: Tx,
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+    db: Option<std::path::PathBuf>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut stored = Stored::new(db);
     let name: Arc<str> = name.into();
     let pending = Arc::new(Pending::default());
     let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -230,11 +293,21 @@ pub async fn run(
         let mut parts = Vec::new();
         let mut lost = Vec::new();
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut skipped = 0u64;
         let mut take = |m: &rdkafka::message::BorrowedMessage<'_>,
                         parts: &mut Vec<Part>,
                         offsets: &mut BTreeMap<(String, i32), i64>| {
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
             let generation = generation.load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(floor) = tokio::task::block_in_place(|| {
+                stored.floor(&name, m.topic(), m.partition(), generation)
+            }) && m.offset() < floor
+            {
+                // The store has what this message produced (read before a
+                // crash or by the partition's previous owner).
+                skipped += 1;
+                return;
+            }
             if let Some(l) =
                 tokio::task::block_in_place(|| gaps.check(&consumer, &cfg, m, generation))
             {
@@ -265,6 +338,9 @@ pub async fn run(
             }
         }
         ready.set(&name, Ok(()));
+        if skipped > 0 {
+            tracing::info!(source = %name, messages = skipped, "messages the store already has were skipped");
+        }
         let position = offsets
             .iter()
             .map(|((t, p), o)| format!("{t}/{p}@{}", o - 1))
@@ -275,7 +351,14 @@ pub async fn run(
             source: name.clone(),
             parts,
             position,
-            checkpoints: Vec::new(),
+            checkpoints: offsets
+                .iter()
+                .map(|((t, p), o)| crate::store::SourceCheckpoint {
+                    source: name.to_string(),
+                    key: format!("{t}/{p}"),
+                    position: o.to_string(),
+                })
+                .collect(),
             live: true,
             request_received: cfg.request_received,
             expect: cfg
