@@ -470,7 +470,18 @@ impl Pipeline {
                 batch.coverage.clear();
                 // Other state goes with the next try (unless replaced).
                 for (name, v) in batch.state.drain(..) {
-                    if name != STATE_NAME && !self.extra_state.iter().any(|(n, _)| *n == name) {
+                    if let Some(cluster) = name
+                        .strip_prefix(STATE_NAME)
+                        .and_then(|c| c.strip_prefix('/'))
+                    {
+                        // Taken afresh next time (never an older copy
+                        // after a newer one).
+                        if let Some(t) = self.detector.token_mut() {
+                            t.mark_dirty(cluster);
+                        }
+                    } else if name != STATE_NAME
+                        && !self.extra_state.iter().any(|(n, _)| *n == name)
+                    {
                         self.extra_state.push((name, v));
                     }
                 }
@@ -588,7 +599,8 @@ impl Sink for Feeder<'_, '_, '_> {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::warn!(cluster, error = %e, "cannot read the shared token state of a cluster")
+                        tracing::warn!(cluster, error = %e, "cannot read the shared token state of a cluster");
+                        t.forget_heard(cluster);
                     }
                 }
             }

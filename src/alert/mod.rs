@@ -255,7 +255,15 @@ impl Deliverer {
         // of that name comes back).
         let store = Store::open(&self.db).map_err(|e| e.to_string())?;
         let names: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
-        match store.outbox_orphans(&names, crate::timespec::now()) {
+        // Instances sharing a store may run different configurations for
+        // a while (a rollout, a rollback): another's sink is not an orphan
+        // until nobody has tried its alerts for an hour.
+        let grace = if store.dialect() == crate::store::Dialect::Postgres {
+            3600
+        } else {
+            0
+        };
+        match store.outbox_orphans(&names, crate::timespec::now(), grace) {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
                 alerts = n,

@@ -10,7 +10,7 @@
 //! committed; offsets of partitions no longer assigned are never committed.
 //! Consumer lag (high watermark minus the next offset to read) is a metric.
 //!
-//! The store keeps where each partition was read to (`TOPIC/PARTITION` →
+//! The store keeps where each partition was read to (`GROUP/TOPIC/PARTITION` →
 //! next offset, in the same transaction as what the messages produced):
 //! after a crash between the store's commit and Kafka's, or a rebalance
 //! that moved a partition to another instance sharing the store, the
@@ -49,7 +49,7 @@ const WINDOW: Duration = Duration::from_millis(100);
 struct Stored {
     db: Option<std::path::PathBuf>,
     store: Option<crate::store::Store>,
-    floors: HashMap<(String, i32), (u64, Option<i64>)>,
+    floors: HashMap<String, (u64, Option<i64>)>,
 }
 
 impl Stored {
@@ -61,9 +61,19 @@ impl Stored {
         }
     }
 
-    /// The next offset the store has for `topic`/`partition`, if any.
-    fn floor(&mut self, source: &str, topic: &str, partition: i32, generation: u64) -> Option<i64> {
-        let key = (topic.to_owned(), partition);
+    /// The next offset the store has for `topic`/`partition` in `group`,
+    /// if any and if the partition reaches that far (`high`: its high
+    /// watermark; a topic deleted and made again starts over).
+    fn floor(
+        &mut self,
+        source: &str,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        generation: u64,
+        high: impl FnOnce() -> Option<i64>,
+    ) -> Option<i64> {
+        let key = position_key(group, topic, partition);
         if let Some((g, floor)) = self.floors.get(&key)
             && *g == generation
         {
@@ -82,9 +92,15 @@ impl Stored {
         let floor = match self
             .store
             .as_ref()
-            .map(|s| s.source_checkpoint(source, &format!("{topic}/{partition}")))
+            .map(|s| s.source_checkpoint(source, &key))
         {
-            Some(Ok(p)) => p.and_then(|p| p.parse::<i64>().ok()),
+            Some(Ok(p)) => p.and_then(|p| p.parse::<i64>().ok()).filter(|&floor| {
+                let fits = high().is_none_or(|h| floor <= h);
+                if !fits {
+                    tracing::warn!(source, topic, partition, floor, "the stored position is past the partition's end (was the topic made again?): not used");
+                }
+                fits
+            }),
             Some(Err(e)) => {
                 tracing::warn!(source, error = %e, "cannot read the stored partition positions");
                 self.store = None;
@@ -95,6 +111,12 @@ impl Stored {
         self.floors.insert(key, (generation, floor));
         floor
     }
+}
+
+/// The store's key for a partition's position: per consumer group (two
+/// deployments with their own groups may share a store).
+fn position_key(group: &str, topic: &str, partition: i32) -> String {
+    format!("{group}/{topic}/{partition}")
 }
 
 /// The librdkafka settings for `cfg` (without secrets in errors).
@@ -300,7 +322,19 @@ pub async fn run(
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
             let generation = generation.load(std::sync::atomic::Ordering::Relaxed);
             if let Some(floor) = tokio::task::block_in_place(|| {
-                stored.floor(&name, m.topic(), m.partition(), generation)
+                stored.floor(
+                    &name,
+                    &cfg.group_id,
+                    m.topic(),
+                    m.partition(),
+                    generation,
+                    || {
+                        consumer
+                            .fetch_watermarks(m.topic(), m.partition(), Duration::from_secs(2))
+                            .ok()
+                            .map(|(_, high)| high)
+                    },
+                )
             }) && m.offset() < floor
             {
                 // The store has what this message produced (read before a
@@ -355,7 +389,7 @@ pub async fn run(
                 .iter()
                 .map(|((t, p), o)| crate::store::SourceCheckpoint {
                     source: name.to_string(),
-                    key: format!("{t}/{p}"),
+                    key: position_key(&cfg.group_id, t, *p),
                     position: o.to_string(),
                 })
                 .collect(),
@@ -638,6 +672,57 @@ mod tests {
 
     /// What cannot be exercised against the test broker is checked here:
     /// the exact librdkafka settings each security setup produces.
+    #[test]
+    fn stored_positions_are_per_group_read_once_per_rebalance_and_checked_against_the_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("k.db");
+        let mut store = crate::store::Store::open(&db).unwrap();
+        let put = |store: &mut crate::store::Store, key: &str, pos: &str| {
+            store
+                .commit(&crate::store::Batch {
+                    checkpoints: vec![crate::store::SourceCheckpoint {
+                        source: "kafka".into(),
+                        key: key.into(),
+                        position: pos.into(),
+                    }],
+                    ..crate::store::Batch::default()
+                })
+                .unwrap();
+        };
+        put(&mut store, &position_key("kaudit", "audit", 3), "500");
+        let mut s = Stored::new(Some(db));
+        assert_eq!(
+            s.floor("kafka", "kaudit", "audit", 3, 1, || Some(900)),
+            Some(500)
+        );
+        // Another group's position is not ours; an unknown partition has none.
+        assert_eq!(
+            s.floor("kafka", "backfill", "audit", 3, 1, || Some(900)),
+            None
+        );
+        assert_eq!(
+            s.floor("kafka", "kaudit", "audit", 4, 1, || Some(900)),
+            None
+        );
+        // Read once per rebalance: a later write is seen after the next one.
+        put(&mut store, &position_key("kaudit", "audit", 3), "700");
+        assert_eq!(
+            s.floor("kafka", "kaudit", "audit", 3, 1, || Some(900)),
+            Some(500)
+        );
+        assert_eq!(
+            s.floor("kafka", "kaudit", "audit", 3, 2, || Some(900)),
+            Some(700)
+        );
+        // Past the partition's end (the topic was made again): not used.
+        assert_eq!(s.floor("kafka", "kaudit", "audit", 3, 3, || Some(10)), None);
+        // No store: nothing is skipped.
+        assert_eq!(
+            Stored::new(None).floor("kafka", "kaudit", "audit", 3, 1, || None),
+            None
+        );
+    }
+
     #[test]
     fn only_a_gap_below_the_low_watermark_is_loss() {
         // Retention deleted 10..20; the consumer expected 10 and got 20.

@@ -274,6 +274,9 @@ fn column_mismatch(row: &Row) -> Option<String> {
         ("namespace", row.namespace.as_deref(), s("namespace")),
     ];
     for (name, col, content) in checks {
+        // A NUL is stored as U+FFFD where the engine cannot hold it.
+        let col = col.map(super::db::pg_text);
+        let content = content.map(super::db::pg_text);
         if col != content {
             return Some(format!(
                 "its {name} column ({col:?}) does not match its content ({content:?})"

@@ -221,6 +221,15 @@ impl rusqlite::ToSql for Param<'_> {
 
 type BoxError = Box<dyn std::error::Error + Sync + Send>;
 
+/// Text as PostgreSQL stores it: U+0000 becomes U+FFFD.
+pub fn pg_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 fn is_text(ty: &Type) -> bool {
     matches!(
         *ty,
@@ -246,6 +255,12 @@ impl postgres::types::ToSql for Param<'_> {
                 Type::FLOAT4 => (f as f32).to_sql(ty, out),
                 _ => Err(format!("a real number cannot be sent as {ty}").into()),
             },
+            // PostgreSQL's text cannot hold U+0000 (SQLite's can): an
+            // attacker's NUL must not stop the pipeline, so it is stored as
+            // U+FFFD (verification compares the same way: `chain`).
+            Param::Text(s) if is_text(ty) && s.contains('\0') => {
+                pg_text(s).as_ref().to_sql(ty, out)
+            }
             Param::Text(s) if is_text(ty) => s.to_sql(ty, out),
             Param::Text(_) => Err(format!("text cannot be sent as {ty}").into()),
             Param::Blob(b) if *ty == Type::BYTEA => b.to_sql(ty, out),
@@ -475,10 +490,24 @@ impl Pg {
             config.password(p);
         }
         config.connect_timeout(std::time::Duration::from_secs(10));
-        Ok(match config.get_ssl_mode() {
+        // An instance cut off mid-transaction must not hold the write lock
+        // until TCP gives up (hours): keepalives notice a dead peer in
+        // about a minute, and the server ends a transaction left idle.
+        config.keepalives_idle(std::time::Duration::from_secs(30));
+        if config.get_ssl_mode() == postgres::config::SslMode::Prefer && !is_local(&config) {
+            tracing::warn!(
+                store = %redact_url(url),
+                "the PostgreSQL connection may fall back to plaintext: add sslmode=require to the URL"
+            );
+        }
+        let mut client = match config.get_ssl_mode() {
             postgres::config::SslMode::Disable => config.connect(postgres::NoTls)?,
             _ => config.connect(tls()?)?,
-        })
+        };
+        client.batch_execute(
+            "SET idle_in_transaction_session_timeout = '60s'; SET lock_timeout = '300s'",
+        )?;
+        Ok(client)
     }
 
     /// The client, connected again if the server closed it outside a
@@ -508,6 +537,8 @@ impl Pg {
     }
 
     fn statement(&mut self, sql: &str) -> Result<postgres::Statement, DbError> {
+        // A session opened again has none of the old one's statements.
+        self.client()?;
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
@@ -697,9 +728,16 @@ impl Conn {
                 self.execute_batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             }
             (Conn::Postgres(_), Begin::RowLocks) => self.execute_batch("BEGIN"),
-            (Conn::Postgres(_), Begin::Write) => self.execute_batch(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-            )),
+            (Conn::Postgres(_), Begin::Write) => {
+                self.execute_batch("BEGIN")?;
+                let locked =
+                    self.execute_batch(&format!("SELECT pg_advisory_xact_lock({WRITE_LOCK})"));
+                if locked.is_err() {
+                    // No half-begun transaction is left behind.
+                    let _ = self.rollback();
+                }
+                locked
+            }
         }
     }
 
@@ -836,32 +874,24 @@ fn utf8_len(first: u8) -> usize {
 }
 
 /// A PostgreSQL URL with its password replaced by `***`, for messages.
+/// The driver takes everything before the first `@` as user and
+/// password (a password may hold `/`, `?` or `#`), and so does this.
 pub fn redact_url(url: &str) -> String {
-    // postgres://user:password@host/... : hide what is between the first
-    // ':' after the scheme and the last '@' before the path.
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
     let mut out = url[..scheme_end + 3].to_owned();
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..colon]);
-                    out.push_str(":***");
-                }
-                None => out.push_str(userinfo),
-            }
-            out.push_str(&authority[at..]);
+    let tail = match rest.find('@') {
+        Some(at) if rest[..at].contains(':') => {
+            let colon = rest.find(':').unwrap_or(at);
+            out.push_str(&rest[..colon]);
+            out.push_str(":***");
+            &rest[at..]
         }
-        None => out.push_str(authority),
-    }
+        _ => rest,
+    };
     // A password given as a query parameter.
-    let tail = &rest[authority_end..];
     match tail.find("password=") {
         Some(p) => {
             out.push_str(&tail[..p + 9]);
@@ -873,6 +903,19 @@ pub fn redact_url(url: &str) -> String {
         None => out.push_str(tail),
     }
     out
+}
+
+/// Whether the server is on this machine (loopback or a unix socket).
+fn is_local(config: &postgres::Config) -> bool {
+    config.get_hosts().iter().all(|h| match h {
+        postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => true,
+    })
 }
 
 /// Whether a `--db` value or storage location names PostgreSQL.
@@ -901,7 +944,10 @@ fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
                 col: 0,
                 what: format!("PGSSLROOTCERT: {e}"),
             })?;
-            let _ = roots.add(c);
+            roots.add(c).map_err(|e| DbError::Column {
+                col: 0,
+                what: format!("PGSSLROOTCERT: {e}"),
+            })?;
         }
     }
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
@@ -946,5 +992,14 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://k@db/x"), "postgres://k@db/x");
         assert!(!redact_url("postgres://a:p@ss@h/x").contains("p@ss"));
+        // The driver reads the password up to the first '@'.
+        assert_eq!(
+            redact_url("postgres://kaudit:ab/c?d#e@db/kaudit"),
+            "postgres://kaudit:***@db/kaudit"
+        );
+        assert_eq!(
+            redact_url("postgres://db/kaudit?user=a@b.example"),
+            "postgres://db/kaudit?user=a@b.example"
+        );
     }
 }

@@ -218,21 +218,22 @@ impl Store {
             .execute(
                 "UPDATE alert_outbox SET attempts = attempts + 1, last_error = ?3, lease_until = 0,
                      next_attempt_at = ?4, state = CASE WHEN ?5 = 1 THEN 'dead' ELSE 'pending' END
-                 WHERE finding_id = ?1 AND sink = ?2",
+                 WHERE finding_id = ?1 AND sink = ?2 AND state = 'pending'",
                 params![finding_id, sink, error, next_at, dead],
             )
             .map_err(sql("record a failed delivery"))?;
         Ok(())
     }
 
-    /// Dead-letters the pending alerts of sinks not in `sinks`; returns how
-    /// many.
-    pub fn outbox_orphans(&self, sinks: &[&str], now: i64) -> Result<usize, Error> {
+    /// Dead-letters the pending alerts of sinks not in `sinks` that were
+    /// due `grace` seconds ago or more; returns how many.
+    pub fn outbox_orphans(&self, sinks: &[&str], now: i64, grace: i64) -> Result<usize, Error> {
         let pending: Vec<(String, String)> = self
             .conn
             .query_map(
-                "SELECT finding_id, sink FROM alert_outbox WHERE state = 'pending'",
-                params![],
+                "SELECT finding_id, sink FROM alert_outbox
+                 WHERE state = 'pending' AND next_attempt_at <= ?1",
+                params![now - grace],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(sql("read the outbox"))?;

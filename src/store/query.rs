@@ -403,9 +403,10 @@ const RELATED_SQLITE: &str = "SELECT seq, hash, prev_hash, finding FROM findings
 const RELATED_POSTGRES: &str = "SELECT seq, hash, prev_hash, finding FROM findings
      WHERE time_unix BETWEEN ?1 AND ?2 AND id != ?3 AND (
         (?4 != '' AND \"user\" = ?4)
-        OR (?5 != '' AND (CAST(finding AS jsonb) #>> '{details,credential_id}' = ?5
-            OR CAST(finding AS jsonb) #>> '{evidence,user,extra,authentication.kubernetes.io/credential-id,0}' = ?5))
-        OR (CAST(finding AS jsonb) -> 'source_ips') ?| ARRAY(SELECT jsonb_array_elements_text(CAST(CAST(?6 AS TEXT) AS jsonb))))
+        OR (?5 != '' AND (CAST(finding AS json) #>> '{details,credential_id}' = ?5
+            OR CAST(finding AS json) #>> '{evidence,user,extra,authentication.kubernetes.io/credential-id,0}' = ?5))
+        OR EXISTS (SELECT 1 FROM json_array_elements_text(CAST(finding AS json) -> 'source_ips') a
+                   WHERE a IN (SELECT json_array_elements_text(CAST(CAST(?6 AS TEXT) AS json)))))
      ORDER BY time_unix, seq LIMIT ?7";
 
 fn coverage(

@@ -177,3 +177,47 @@ fn the_url_password_never_shows_in_errors() {
     assert!(!e.contains("hunter2"), "{e}");
     assert!(e.contains("kaudit:***@127.0.0.1:1"), "{e}");
 }
+
+/// Hostile text: PostgreSQL cannot store U+0000, which an attacker can put
+/// in a user name or namespace; the batch must still go in (as U+FFFD),
+/// the chain still verify, and the finding's neighbours still be found.
+#[test]
+fn a_nul_in_attacker_text_neither_stops_the_pipeline_nor_breaks_the_chain() {
+    let url = fresh_postgres_database();
+    let mut store = open(&url);
+    let mut hostile = finding("c1", "a1", "pod-exec");
+    hostile.user = "mallory\u{0}@example.com".into();
+    hostile.namespace = Some("pay\u{0}ments".into());
+    hostile.source_ips = vec!["10.0.0.9".into()];
+    hostile.id = crate::finding::finding_id(&hostile.cluster, &hostile.audit_id, &hostile.rule_id);
+    let mut next = finding("c1", "a2", "pod-exec");
+    next.source_ips = vec!["10.0.0.9".into()];
+    next.user = "someone-else".into();
+    store
+        .commit(&Batch {
+            findings: vec![hostile, next],
+            quarantine: vec![super::QuarantineRow {
+                source: "file\u{0}".into(),
+                error: "bad\u{0}input".into(),
+                audit_id: Some("x\u{0}".into()),
+                raw: b"{\0}".to_vec(),
+                ..super::QuarantineRow::default()
+            }],
+            ..Batch::default()
+        })
+        .unwrap();
+    let report = store.verify_chain().unwrap();
+    assert!(report.is_ok(), "{report}");
+    let user: String = store
+        .conn()
+        .query_row(
+            "SELECT \"user\" FROM findings WHERE seq = 1",
+            params![],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(user, "mallory\u{FFFD}@example.com");
+    let first = store.query(&Filter::default(), None).unwrap();
+    let related = store.related(&first[0].finding, 3600, 10).unwrap();
+    assert_eq!(related.len(), 1, "the same source address links them");
+}

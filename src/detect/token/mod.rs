@@ -264,6 +264,21 @@ impl TokenDetector {
         }
     }
 
+    /// `cluster`'s state is to be written again (its last write failed).
+    pub fn mark_dirty(&mut self, cluster: &str) {
+        if let Some(sh) = self.shared.as_mut() {
+            sh.dirty.insert(cluster.to_owned());
+        }
+    }
+
+    /// `cluster`'s stored state could not be read: try again at its next
+    /// event.
+    pub fn forget_heard(&mut self, cluster: &str) {
+        if let Some(sh) = self.shared.as_mut() {
+            sh.heard.remove(cluster);
+        }
+    }
+
     /// Replaces what is known of one cluster by its stored snapshot (from
     /// [`TokenDetector::take_cluster_snapshots`]).
     ///
