@@ -642,8 +642,12 @@ fn report_lag(
         HashMap::new()
     };
     for key in &now {
-        let Ok((low, high)) = consumer.fetch_watermarks(&key.0, key.1, Duration::from_millis(500))
+        // The query queues behind a fetch in progress on the same broker
+        // connection (fetch.wait.max.ms, 500 ms by default): wait longer
+        // than that, or idle partitions never get a gauge.
+        let Ok((low, high)) = consumer.fetch_watermarks(&key.0, key.1, Duration::from_millis(1200))
         else {
+            tracing::debug!(source = %name, topic = %key.0, partition = key.1, "no watermarks in time: lag not updated");
             continue;
         };
         let at = next

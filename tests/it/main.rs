@@ -11,6 +11,7 @@ mod evidence;
 mod falco;
 mod kafka;
 mod rules;
+mod scale;
 mod scan;
 mod token;
 mod ui;
