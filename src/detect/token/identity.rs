@@ -83,7 +83,11 @@ pub fn recon(run: &mut Run<'_>, r: &Req<'_, '_>) {
     let Some(id) = run.state.idents.entry(r.user, Ident::default) else {
         return;
     };
-    let first = !id.reviewed;
+    let audit_id = ev.audit_id.as_deref().unwrap_or("");
+    let first = !id.reviewed || id.first_review.as_deref() == Some(audit_id);
+    if !id.reviewed && !audit_id.is_empty() {
+        id.first_review = Some(audit_id.chars().take(64).collect());
+    }
     id.reviewed = true;
     let recent = id
         .new_place

@@ -85,6 +85,10 @@ pub struct Ident {
     pub new_place: Option<(Place, Time)>,
     /// It has enumerated its permissions before.
     pub reviewed: bool,
+    /// The auditID of its first review (at most 64 characters): the same
+    /// request read again (a re-scan, a redelivery) is that first review
+    /// again, not a later one.
+    pub first_review: Option<String>,
 }
 
 /// Recent forbidden answers for one identity.
@@ -123,6 +127,9 @@ pub struct ClusterSnapshot {
     reviewed: Vec<String>,
     #[serde(default)]
     reported: Vec<(String, Time)>,
+    /// (identity, auditID of its first review); absent in older snapshots.
+    #[serde(default)]
+    first_reviews: Vec<(String, String)>,
 }
 
 /// The same, written straight from the tables (no copy of the state).
@@ -132,6 +139,7 @@ pub struct ClusterSnapshotRef<'a> {
     issued: Vec<(&'a String, &'a Issued)>,
     reviewed: Vec<&'a String>,
     reported: Vec<(&'a String, &'a Time)>,
+    first_reviews: Vec<(&'a String, &'a String)>,
 }
 
 fn dump<K: std::hash::Hash + Eq + Clone, V>(t: &Table<K, V>) -> Vec<(&K, &V)> {
@@ -197,6 +205,11 @@ impl ClusterState {
                 .map(|(k, _)| k)
                 .collect(),
             reported: dump(&self.reported),
+            first_reviews: self
+                .idents
+                .iter_oldest_first()
+                .filter_map(|(k, i)| i.first_review.as_ref().map(|a| (k, a)))
+                .collect(),
         }
     }
 
@@ -209,11 +222,15 @@ impl ClusterState {
         }
         load(&mut s.nodes, snap.nodes);
         load(&mut s.issued, snap.issued);
+        let mut first: std::collections::HashMap<String, String> =
+            snap.first_reviews.into_iter().collect();
         for who in snap.reviewed {
+            let first_review = first.remove(&who);
             s.idents.insert(
                 who,
                 Ident {
                     reviewed: true,
+                    first_review,
                     ..Ident::default()
                 },
             );

@@ -498,6 +498,39 @@ fn long_lived_minted_token_is_remembered() {
     );
 }
 
+/// Reading the same logs again (a re-scan, a redelivery after a restart)
+/// with the state the first reading saved finds the same findings: the
+/// first permission review stays the first (token-recon), it does not turn
+/// into a routine review the catalogue rule then reports as new.
+#[test]
+fn the_first_review_read_again_is_still_the_first() {
+    let sa = "system:serviceaccount:shop:web";
+    let review = |n: usize| {
+        with_extra(
+            n,
+            sa,
+            "10.244.1.23",
+            bound_to("one", "web-1", "node-a"),
+            json!({
+                "verb": "create", "requestURI": "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                "objectRef": {"resource": "selfsubjectaccessreviews", "apiGroup": "authorization.k8s.io"},
+                "responseStatus": {"code": 201}
+            }),
+        )
+    };
+    let mut first = detector(&config(PROD));
+    assert_eq!(ids(&run(&mut first, &[review(1)])), ["token-recon"]);
+    let saved = first.token_mut().unwrap().take_snapshot().unwrap();
+    let mut again = detector(&config(PROD));
+    again.token_mut().unwrap().restore(&saved).unwrap();
+    assert_eq!(ids(&run(&mut again, &[review(1)])), ["token-recon"]);
+    // A later review by the same account is routine: the catalogue's.
+    assert_eq!(
+        ids(&run(&mut again, &[review(2)])),
+        ["rbac-self-permission-review"]
+    );
+}
+
 /// Review: a stolen token used from an attacker's pod, then a permission
 /// check, is recon (high) even when the account reviewed before; a new pod
 /// of the same workload (a new token) is not.
