@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::daemon::{exec_line, free_port, http_get};
+use super::daemon::{Daemon, exec_line, free_port, http_get};
 use super::*;
 
 /// Clusters, one per partition (c0 on partition 0, ...).
@@ -1401,4 +1401,167 @@ fn every_db_command_takes_a_postgres_url() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// An audit event of cluster `c-move` (the instances' default cluster):
+/// `over` replaces fields of an ordinary service-account request.
+fn move_event(n: usize, over: serde_json::Value) -> String {
+    let mut e = serde_json::json!({
+        "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
+        "auditID": format!("move-{n}"), "stage": "ResponseComplete",
+        "requestURI": "/api/v1/namespaces/shop/configmaps", "verb": "list",
+        "user": {"username": "system:serviceaccount:shop:web", "groups": ["system:authenticated"]},
+        "sourceIPs": ["10.244.1.23"], "userAgent": "web/1.0",
+        "objectRef": {"resource": "configmaps", "namespace": "shop", "apiVersion": "v1"},
+        "responseStatus": {"metadata": {}, "code": 200},
+        "requestReceivedTimestamp": format!("2026-11-03T10:{:02}:{:02}.000000Z", (n / 60) % 60, n % 60),
+        "annotations": {"authorization.k8s.io/decision": "allow", "authorization.k8s.io/reason": ""}
+    });
+    if let (serde_json::Value::Object(b), serde_json::Value::Object(o)) = (&mut e, over) {
+        b.extend(o);
+    }
+    e.to_string()
+}
+
+/// Two instances on one PostgreSQL store, fed by files (no broker): what
+/// one learned of a cluster (a token minted) is known to the other when
+/// the cluster moves to it (the token used from elsewhere is found there);
+/// and a cluster whose events keep reaching both at once is counted in
+/// `kaudit_cluster_split_total`.
+#[test]
+fn token_state_moves_between_instances_and_a_split_cluster_is_counted() {
+    let db = Database::create();
+    let tmp = tempfile::tempdir().unwrap();
+    let start = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ops = free_port();
+        let cfg = dir.join("kaudit.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "cluster: c-move\ndetection:\n  clusters:\n    default:\n      pod_cidrs: [10.244.0.0/16]\n      node_cidrs: [10.0.0.0/20]\nstorage: {{postgres: {{url: \"{}\"}}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources:\n  - {{type: file, name: audit, paths: [\"{}/audit*.log\"], poll_ms: 50}}\n",
+                db.url,
+                path_str(&dir)
+            ),
+        )
+        .unwrap();
+        (Daemon::start(&cfg, ops), dir.join("audit.log"))
+    };
+    let append = |log: &std::path::Path, lines: &[String]| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        for l in lines {
+            writeln!(f, "{l}").unwrap();
+        }
+    };
+    let mut pg = db.client();
+    let wait = |pg: &mut postgres::Client, sql: &str, what: &str| {
+        let t = Instant::now();
+        while t.elapsed() < DEADLINE {
+            if pg
+                .query_one(sql, &[])
+                .map(|r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+                > 0
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}");
+    };
+
+    // Instance a learns node-c's address and a token minted by a person.
+    let (a, a_log) = start("a");
+    append(
+        &a_log,
+        &[
+            move_event(
+                1,
+                serde_json::json!({"user": {"username": "system:node:node-c"}, "sourceIPs": ["10.0.1.13"]}),
+            ),
+            move_event(
+                2,
+                serde_json::json!({
+                    "level": "Request", "verb": "create",
+                    "requestURI": "/api/v1/namespaces/shop/serviceaccounts/app/token",
+                    "user": {"username": "dave@example.com"}, "sourceIPs": ["10.0.1.11"],
+                    "objectRef": {"resource": "serviceaccounts", "namespace": "shop", "name": "app", "subresource": "token", "apiVersion": "v1"},
+                    "responseStatus": {"code": 201},
+                    "requestObject": {"kind": "TokenRequest", "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600}},
+                    "annotations": {"authentication.kubernetes.io/issued-credential-id": "JTI=issued-2"}
+                }),
+            ),
+        ],
+    );
+    wait(
+        &mut pg,
+        "SELECT count(*) FROM detector_state WHERE name = 'token/c-move'",
+        "instance a to store the cluster's token state",
+    );
+
+    // The cluster moves to instance b: the token, bound to a pod on node-a,
+    // is used from node-c's address.
+    let (b, b_log) = start("b");
+    append(
+        &b_log,
+        &[move_event(
+            3,
+            serde_json::json!({
+                "user": {"username": "system:serviceaccount:shop:app",
+                         "extra": {"authentication.kubernetes.io/credential-id": ["JTI=issued-2"],
+                                   "authentication.kubernetes.io/node-name": ["node-a"],
+                                   "authentication.kubernetes.io/pod-name": ["app-1"]}},
+                "sourceIPs": ["10.0.1.13"], "userAgent": "app/1.0"
+            }),
+        )],
+    );
+    wait(
+        &mut pg,
+        "SELECT count(*) FROM findings WHERE rule_id = 'token-issued-then-used-elsewhere'",
+        "instance b to find the minted token used elsewhere (it needs what a learned)",
+    );
+
+    // Now both keep hearing the cluster: a split, counted by both.
+    let split = |d: &Daemon| {
+        d.get("/metrics").is_some_and(|(_, m)| {
+            m.lines().any(|l| {
+                l.starts_with("kaudit_cluster_split_total{cluster=\"c-move\"}")
+                    && l.rsplit(' ')
+                        .next()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                        >= 1.0
+            })
+        })
+    };
+    let t = Instant::now();
+    let mut n = 10;
+    while !(split(&a) || split(&b)) {
+        assert!(
+            t.elapsed() < DEADLINE,
+            "no kaudit_cluster_split_total after {:?} of one cluster on two instances",
+            t.elapsed()
+        );
+        n += 1;
+        append(&a_log, &[move_event(n, serde_json::json!({}))]);
+        n += 1;
+        append(&b_log, &[move_event(n, serde_json::json!({}))]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let metrics = a.get("/metrics").map(|(_, m)| m).unwrap_or_default();
+    assert!(
+        metrics.contains("store=\"postgres\"") && metrics.contains("kaudit_instance{"),
+        "{metrics}"
+    );
+    let log_a = a.stop();
+    let log_b = b.stop();
+    assert!(
+        format!("{log_a}{log_b}").contains("events of one cluster reach two instances at once"),
+        "the split is logged"
+    );
 }
