@@ -514,10 +514,11 @@ impl Pg {
     /// transaction.
     fn client(&mut self) -> Result<&mut postgres::Client, DbError> {
         if (self.broken || self.client.is_closed()) && !self.in_tx {
-            tracing::info!(store = %redact_url(&self.url), "reconnecting to PostgreSQL");
+            tracing::debug!(store = %redact_url(&self.url), "reconnecting to PostgreSQL");
             self.client = Pg::connect(&self.url)?;
             self.statements.clear();
             self.broken = false;
+            tracing::info!(store = %redact_url(&self.url), "reconnected to PostgreSQL");
         }
         Ok(&mut self.client)
     }

@@ -76,7 +76,7 @@ pub(crate) fn sql<E: Into<DbError>>(action: &'static str) -> impl FnOnce(E) -> E
 impl From<DbError> for Error {
     fn from(source: DbError) -> Error {
         Error::Sqlite {
-            action: "read the database",
+            action: "run a statement",
             source,
         }
     }

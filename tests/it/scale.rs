@@ -39,6 +39,7 @@ const PLANTED_RULES: [&str; 2] = ["pod-exec", "impersonation-privileged-identity
 const NUDGE_AFTER: Duration = Duration::from_secs(15);
 /// How long any one phase may take on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(120);
+const SHORT: Duration = Duration::from_secs(20);
 
 /// The superuser URL of the test server; the test fails (does not skip)
 /// without it.
@@ -1564,4 +1565,132 @@ fn token_state_moves_between_instances_and_a_split_cluster_is_counted() {
         format!("{log_a}{log_b}").contains("events of one cluster reach two instances at once"),
         "the split is logged"
     );
+}
+
+/// A TCP proxy in front of the test's PostgreSQL server that the test can
+/// cut (every connection closed, new ones refused) and restore: the
+/// database "goes away" without stopping the shared server.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let open: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (target, up2, open2) = (target.to_owned(), up.clone(), open.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                if let Ok(mut o) = open2.lock() {
+                    o.extend([client.try_clone().unwrap(), server.try_clone().unwrap()]);
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { port, up, open }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        if let Ok(mut o) = self.open.lock() {
+            for s in o.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `/readyz` reflects the database: the instance is not ready while
+/// PostgreSQL cannot be reached (and says so), is ready again when it
+/// can, and what it read meanwhile is stored then (nothing acknowledged
+/// before the store took it).
+#[test]
+fn readyz_follows_the_database_and_nothing_is_lost_while_it_is_gone() {
+    let db = Database::create();
+    let rest = db.url.split_once("://").map_or(db.url.as_str(), |(_, r)| r);
+    let (user, hostpath) = rest.split_once('@').unwrap_or(("", rest));
+    let (host, path) = hostpath.split_once('/').unwrap();
+    let proxy = Proxy::start(host);
+    let via = format!(
+        "postgres://{}{}127.0.0.1:{}/{path}",
+        user,
+        if user.is_empty() { "" } else { "@" },
+        proxy.port
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let ops = free_port();
+    let cfg = tmp.path().join("kaudit.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cluster: c-db\nstorage: {{postgres: {{url: \"{via}\"}}}}\nserver: {{listen: \"127.0.0.1:{ops}\"}}\nsources:\n  - {{type: file, name: audit, paths: [\"{}/audit*.log\"], poll_ms: 50}}\n",
+            path_str(&logs)
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start(&cfg, ops);
+    let ready = || d.get("/readyz");
+    d.wait_for(|| ready().is_some_and(|(s, _)| s == 200), "ready");
+
+    proxy.cut();
+    d.wait_for(
+        || ready().is_some_and(|(s, body)| s == 503 && body.contains("store")),
+        "/readyz 503 naming the store while PostgreSQL is gone",
+    );
+    // An exec into a pod while the database is gone.
+    let log = logs.join("audit.log");
+    std::fs::write(&log, format!("{}\n", exec_line("db-gone-1"))).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ready().map(|(s, _)| s), Some(503), "still not ready");
+
+    proxy.restore();
+    d.wait_for(|| ready().is_some_and(|(s, _)| s == 200), "ready again");
+    let mut pg = db.client();
+    let t = Instant::now();
+    loop {
+        let n: i64 = pg
+            .query_one(
+                "SELECT count(*) FROM findings WHERE audit_id = 'db-gone-1' AND rule_id = 'pod-exec'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(
+            t.elapsed() < SHORT,
+            "the event read during the outage was not stored; log:\n{}",
+            std::fs::read_to_string(&d.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = d.stop();
+    assert!(log.contains("reconnected to PostgreSQL"), "{log}");
+    assert!(!log.contains("password"), "{log}");
 }
