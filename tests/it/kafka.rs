@@ -34,7 +34,7 @@ fn tansu() -> PathBuf {
     p
 }
 
-struct Broker {
+pub(crate) struct Broker {
     child: Child,
     url: String,
     port: u16,
@@ -42,6 +42,11 @@ struct Broker {
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_logging(None)
+    }
+
+    /// A broker whose log (group coordination at info) goes to `log`.
+    pub(crate) fn start_logging(log: Option<&Path>) -> Broker {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu())
@@ -54,8 +59,13 @@ impl Broker {
                 "--storage-engine",
                 "memory://tansu/",
             ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .env("RUST_LOG", "warn,tansu_broker::coordinator=info")
+            .stdout(log.map_or_else(Stdio::null, |l| std::fs::File::create(l).unwrap().into()))
+            .stderr(log.map_or_else(Stdio::null, |l| {
+                std::fs::File::create(l.with_extension("stderr"))
+                    .unwrap()
+                    .into()
+            }))
             .spawn()
             .expect("tansu starts");
         let start = Instant::now();
@@ -69,7 +79,7 @@ impl Broker {
         Broker { child, url, port }
     }
 
-    fn create_topic(&self, name: &str, partitions: u32) {
+    pub(crate) fn create_topic(&self, name: &str, partitions: usize) {
         let out = Command::new(tansu())
             .args([
                 "topic",
@@ -84,12 +94,12 @@ impl Broker {
             .unwrap();
         assert!(
             out.status.success(),
-            "{}",
+            "tansu topic create: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
 
-    fn bootstrap(&self) -> String {
+    pub(crate) fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 }

@@ -21,6 +21,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::daemon::{Daemon, exec_line, free_port, http_get};
+use super::kafka::Broker;
 use super::*;
 
 /// Clusters, one per partition (c0 on partition 0, ...).
@@ -134,95 +135,6 @@ impl Drop for KeepOnPanic {
         {
             eprintln!("scale: logs kept in {}", t.keep().display());
         }
-    }
-}
-
-/// The tansu binary: on PATH or in ~/.cargo/bin.
-fn tansu() -> PathBuf {
-    if let Ok(paths) = std::env::var("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let p = dir.join("tansu");
-            if p.is_file() {
-                return p;
-            }
-        }
-    }
-    let home = std::env::var("HOME").unwrap_or_default();
-    let p = PathBuf::from(home).join(".cargo/bin/tansu");
-    assert!(
-        p.is_file(),
-        "tansu is not installed: scripts/test.sh installs it (cargo install tansu --version 0.6.0 --features dynostore)"
-    );
-    p
-}
-
-/// A tansu broker on a free loopback port, in memory.
-struct Broker {
-    child: Child,
-    url: String,
-    port: u16,
-}
-
-impl Broker {
-    fn start(log: &Path) -> Broker {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .env("RUST_LOG", "warn,tansu_broker::coordinator=info")
-            .stdout(std::fs::File::create(log).unwrap())
-            .stderr(std::fs::File::create(log.with_extension("stderr")).unwrap())
-            .spawn()
-            .expect("tansu starts");
-        let b = Broker { child, url, port };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "tansu did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        b
-    }
-
-    fn create_topic(&self, name: &str, partitions: usize) {
-        let out = Command::new(tansu())
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &self.url,
-                "--partitions",
-                &partitions.to_string(),
-                name,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tansu topic create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -957,7 +869,7 @@ fn three_instances_one_group_one_postgres_kill_one_mid_stream() {
     let db = Database::create();
     let tmp = KeepOnPanic(Some(tempfile::tempdir().unwrap()));
     let dir = tmp.0.as_ref().unwrap().path().to_owned();
-    let broker = Broker::start(&dir.join("tansu.log"));
+    let broker = Broker::start_logging(Some(&dir.join("tansu.log")));
     broker.create_topic(TOPIC, CLUSTERS);
     let hook = free_port();
     let receiver = Receiver::start(hook);
