@@ -138,8 +138,30 @@ if [ -z "${KAUDIT_TEST_POSTGRES_URL:-}" ]; then
     echo "test.sh: initdb failed (above)" >&2
     exit 1
   fi
+  # TLS, for the test of sslmode=require: a CA of the run's own and a
+  # server certificate for 127.0.0.1 it signed (openssl, from Debian).
+  if ! command -v openssl >/dev/null; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >/dev/null
+  fi
+  (
+    cd "$pg_dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj /CN=kaudit-test-ca -keyout ca.key -out ca.crt 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj /CN=127.0.0.1 -keyout server.key -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+      -extfile server.ext -out server.crt 2>/dev/null
+    chmod 600 server.key
+    [ -z "$pg_user" ] || chown "$pg_user" server.key server.crt
+  )
   # Fast and quiet, for tests only: nothing here survives the run.
   cat >>"$pg_dir/data/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = '$pg_dir/server.crt'
+ssl_key_file = '$pg_dir/server.key'
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$pg_dir'
 fsync = off
@@ -181,6 +203,11 @@ CONF
     exit 1
   fi
   export KAUDIT_TEST_POSTGRES_URL="postgres://kaudit@127.0.0.1:$pg_port/postgres"
+  # kaudit verifies the server's certificate whenever TLS is used (the
+  # default sslmode, prefer, uses it when the server offers it): trust the
+  # run's CA, as a deployment with a private CA does.
+  export KAUDIT_TEST_POSTGRES_CA="$pg_dir/ca.crt"
+  export PGSSLROOTCERT="$pg_dir/ca.crt"
   echo "PostgreSQL $("$pg_bin/postgres" --version | sed 's/^postgres (PostgreSQL) //') ($pg_bin) on 127.0.0.1:$pg_port: KAUDIT_TEST_POSTGRES_URL=$KAUDIT_TEST_POSTGRES_URL"
 else
   echo "PostgreSQL: the given KAUDIT_TEST_POSTGRES_URL (no scratch server)"

@@ -57,6 +57,8 @@ pub enum DbError {
     NoRow,
     #[error("column {col}: {what}")]
     Column { col: usize, what: String },
+    #[error("TLS to PostgreSQL: {0}")]
+    Tls(String),
 }
 
 impl DbError {
@@ -933,32 +935,24 @@ fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, DbError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = std::env::var_os("PGSSLROOTCERT") {
-        let certs = CertificateDer::pem_file_iter(&path).map_err(|e| DbError::Column {
-            col: 0,
-            what: format!(
+        let certs = CertificateDer::pem_file_iter(&path).map_err(|e| {
+            DbError::Tls(format!(
                 "PGSSLROOTCERT {}: {e}",
                 std::path::Path::new(&path).display()
-            ),
+            ))
         })?;
         for c in certs {
-            let c = c.map_err(|e| DbError::Column {
-                col: 0,
-                what: format!("PGSSLROOTCERT: {e}"),
-            })?;
-            roots.add(c).map_err(|e| DbError::Column {
-                col: 0,
-                what: format!("PGSSLROOTCERT: {e}"),
-            })?;
+            let c = c.map_err(|e| DbError::Tls(format!("PGSSLROOTCERT: {e}")))?;
+            roots
+                .add(c)
+                .map_err(|e| DbError::Tls(format!("PGSSLROOTCERT: {e}")))?;
         }
     }
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| DbError::Column {
-        col: 0,
-        what: format!("TLS: {e}"),
-    })?
+    .map_err(|e| DbError::Tls(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))

@@ -390,6 +390,14 @@ pub(crate) fn migrate(conn: &Conn, path: &Path) -> Result<(), Error> {
         Dialect::Sqlite => (MIGRATIONS, 0),
         Dialect::Postgres => (POSTGRES_MIGRATIONS, POSTGRES_BASE),
     };
+    // SQLite: an up-to-date file (every open but the first after an
+    // upgrade) is not locked for writing just to find that out.
+    if conn.dialect() == Dialect::Sqlite {
+        let found = version(conn).map_err(open)?;
+        if found == SCHEMA_VERSION {
+            return Ok(());
+        }
+    }
     conn.begin(Begin::RowLocks).map_err(open)?;
     let run = || -> Result<(), Error> {
         conn.lock_for_migration().map_err(open)?;

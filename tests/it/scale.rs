@@ -1606,3 +1606,47 @@ fn readyz_follows_the_database_and_nothing_is_lost_while_it_is_gone() {
     assert!(log.contains("reconnected to PostgreSQL"), "{log}");
     assert!(!log.contains("password"), "{log}");
 }
+
+/// TLS to PostgreSQL: with `sslmode=require` kaudit talks TLS and checks
+/// the server's certificate; a server whose CA it was not given
+/// (`PGSSLROOTCERT`) is refused, not trusted. The test server's CA is the
+/// run's own (scripts/test.sh: KAUDIT_TEST_POSTGRES_CA).
+#[test]
+fn tls_to_postgres_checks_the_servers_certificate() {
+    let ca = std::env::var("KAUDIT_TEST_POSTGRES_CA").unwrap_or_else(|_| {
+        panic!("KAUDIT_TEST_POSTGRES_CA is not set: scripts/test.sh starts the test server with TLS and sets it")
+    });
+    let db = Database::create();
+    let url = format!(
+        "{}{}sslmode=require",
+        db.url,
+        if db.url.contains('?') { "&" } else { "?" }
+    );
+    let fx = path_str(&fixtures().join("envelopes"));
+    let run = |root: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kaudit"));
+        c.args(["scan", "--db", &url, &fx])
+            .env_remove("PGSSLROOTCERT")
+            .stdin(Stdio::null());
+        if let Some(r) = root {
+            c.env("PGSSLROOTCERT", r);
+        }
+        c.output().unwrap()
+    };
+    let trusted = run(Some(&ca));
+    assert!(
+        trusted.status.success() || trusted.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let n: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM findings", &[])
+        .unwrap()
+        .get(0);
+    assert!(n > 0, "the scan over TLS stored its findings");
+    let refused = run(None);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
