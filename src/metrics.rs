@@ -53,7 +53,8 @@ pub struct ClusterLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InstanceLabel {
-    pub instance: String,
+    /// Not `instance`: Prometheus gives that label to the scrape target.
+    pub name: String,
     pub store: String,
 }
 

@@ -298,7 +298,7 @@ pub fn run(config_path: &Path, extra_rules: &[PathBuf]) -> Result<(), DaemonErro
     metrics
         .instance
         .get_or_create(&crate::metrics::InstanceLabel {
-            instance: instance.clone(),
+            name: instance.clone(),
             store: if shared { "postgres" } else { "sqlite" }.into(),
         })
         .set(1);

@@ -1468,7 +1468,11 @@ fn token_state_moves_between_instances_and_a_split_cluster_is_counted() {
     }
     let metrics = a.get("/metrics").map(|(_, m)| m).unwrap_or_default();
     assert!(
-        metrics.contains("store=\"postgres\"") && metrics.contains("kaudit_instance{"),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("kaudit_instance{name=\"")
+                && l.contains("store=\"postgres\"")
+                && l.ends_with(" 1")),
         "{metrics}"
     );
     let log_a = a.stop();
