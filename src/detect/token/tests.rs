@@ -299,10 +299,9 @@ fn state_is_bounded_and_evictions_are_counted() {
     assert!(s.evictions >= 4900, "{s:?}");
 }
 
-#[test]
-fn snapshot_restores_what_was_learned() {
-    let cfg = config(PROD);
-    let mut a = TokenDetector::new(&cfg).unwrap();
+/// What `t` learns: node-c's address (its kubelet), and a token dave
+/// minted for shop/app (credential id JTI=issued-2).
+fn learn_node_and_mint(t: &mut TokenDetector) {
     let mut out = Vec::new();
     let kubelet = ev(
         1,
@@ -310,14 +309,13 @@ fn snapshot_restores_what_was_learned() {
     );
     let mint = token_request(2, "dave@example.com", "shop", Some(3600));
     for raw in [&kubelet, &mint] {
-        a.check(&crate::event::AuditEvent::parse(raw).unwrap(), &mut out);
+        t.check(&crate::event::AuditEvent::parse(raw).unwrap(), &mut out);
     }
-    let snap = a.take_snapshot().expect("state changed");
-    assert!(a.take_snapshot().is_none(), "nothing changed since");
-    let mut b = TokenDetector::new(&cfg).unwrap();
-    b.restore(&snap).unwrap();
-    assert!(b.stats().entries > 0);
-    // b knows node-c's address and the minted token.
+}
+
+/// That token, bound to a pod on node-a, used from node-c's address: what
+/// `t` finds.
+fn use_minted_elsewhere(t: &mut TokenDetector) -> Vec<crate::finding::Finding> {
     let use_it = ev(
         3,
         json!({
@@ -329,10 +327,25 @@ fn snapshot_restores_what_was_learned() {
         }),
     );
     let mut found = Vec::new();
-    b.check(
+    t.check(
         &crate::event::AuditEvent::parse(&use_it).unwrap(),
         &mut found,
     );
+    found
+}
+
+#[test]
+fn snapshot_restores_what_was_learned() {
+    let cfg = config(PROD);
+    let mut a = TokenDetector::new(&cfg).unwrap();
+    learn_node_and_mint(&mut a);
+    let snap = a.take_snapshot().expect("state changed");
+    assert!(a.take_snapshot().is_none(), "nothing changed since");
+    let mut b = TokenDetector::new(&cfg).unwrap();
+    b.restore(&snap).unwrap();
+    assert!(b.stats().entries > 0);
+    // b knows node-c's address and the minted token.
+    let found = use_minted_elsewhere(&mut b);
     let rules: Vec<&str> = found.iter().map(|f| f.rule_id.as_str()).collect();
     assert_eq!(
         rules,
@@ -357,15 +370,7 @@ fn shared_state_moves_with_a_cluster_between_instances() {
     let cfg = config(PROD);
     let mut a = TokenDetector::new(&cfg).unwrap();
     a.share_state();
-    let mut out = Vec::new();
-    let kubelet = ev(
-        1,
-        json!({"user": {"username": "system:node:node-c"}, "sourceIPs": ["10.0.1.13"]}),
-    );
-    let mint = token_request(2, "dave@example.com", "shop", Some(3600));
-    for raw in [&kubelet, &mint] {
-        a.check(&crate::event::AuditEvent::parse(raw).unwrap(), &mut out);
-    }
+    learn_node_and_mint(&mut a);
     let snaps = a.take_cluster_snapshots();
     let names: Vec<&str> = snaps.iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(names, ["default"], "one snapshot per cluster changed");
@@ -380,21 +385,7 @@ fn shared_state_moves_with_a_cluster_between_instances() {
     assert!(b.wants_load("default", 1_000));
     assert!(!b.wants_load("default", 1_010));
     b.load_cluster(&snaps[0].1).unwrap();
-    let use_it = ev(
-        3,
-        json!({
-            "user": {"username": "system:serviceaccount:shop:app",
-                     "extra": {"authentication.kubernetes.io/credential-id": ["JTI=issued-2"],
-                               "authentication.kubernetes.io/node-name": ["node-a"],
-                               "authentication.kubernetes.io/pod-name": ["app-1"]}},
-            "sourceIPs": ["10.0.1.13"], "userAgent": "app/1.0"
-        }),
-    );
-    let mut found = Vec::new();
-    b.check(
-        &crate::event::AuditEvent::parse(&use_it).unwrap(),
-        &mut found,
-    );
+    let found = use_minted_elsewhere(&mut b);
     let rules: Vec<&str> = found.iter().map(|f| f.rule_id.as_str()).collect();
     assert_eq!(
         rules,
