@@ -27,7 +27,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::field::{Eval, Field, Val};
+use super::field::{Eval, Field, Key, Val};
 
 /// A scalar in a rule file, kept as its text (`true`, `403`, `pods`).
 #[derive(Debug, Clone, PartialEq)]
@@ -409,6 +409,61 @@ impl Cond {
                     vals.iter().any(|v| op.test(v))
                 }
             }
+        }
+    }
+
+    /// (field, value) pairs of which at least one must hold for this
+    /// condition to hold: the rule index's entries for it. `None` when no
+    /// such set is known.
+    pub fn keys(&self) -> Option<Vec<(Key, String)>> {
+        match self {
+            // The most selective requirement: the fewest events it lets by.
+            Cond::All(cs) => {
+                let mut options: Vec<Vec<(Key, String)>> =
+                    cs.iter().filter_map(Cond::keys).collect();
+                // A verb test and a resource test together: the pairs.
+                let only = |k: Key| options.iter().find(|ks| ks.iter().all(|(kk, _)| *kk == k));
+                if let (Some(verbs), Some(resources)) = (only(Key::Verb), only(Key::Resource))
+                    && verbs.len() * resources.len() <= 64
+                {
+                    let pairs = verbs
+                        .iter()
+                        .flat_map(|(_, v)| {
+                            resources
+                                .iter()
+                                .map(move |(_, r)| (Key::VerbResource, format!("{v}\0{r}")))
+                        })
+                        .collect();
+                    options.push(pairs);
+                }
+                options
+                    .into_iter()
+                    .min_by_key(|ks| ks.iter().map(|(k, v)| k.share(v)).sum::<u32>())
+            }
+            Cond::Any(cs) => {
+                let mut all = Vec::new();
+                for c in cs {
+                    all.extend(c.keys()?);
+                }
+                Some(all)
+            }
+            Cond::Not(_) | Cond::Each { .. } => None,
+            // One value per event: `every` and `any` agree, and no value
+            // fails the test.
+            Cond::Test {
+                field,
+                op: Op::In { set, icase: false },
+                ..
+            } if field.key().is_some() => {
+                let key = field.key()?;
+                Some(set.iter().map(|v| (key, v.clone())).collect())
+            }
+            // Only these tests pass on a path without values.
+            Cond::Test {
+                op: Op::Exists(false) | Op::Null(_),
+                ..
+            } => None,
+            Cond::Test { field, .. } => field.presence().map(|k| vec![k]),
         }
     }
 

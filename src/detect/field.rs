@@ -275,6 +275,105 @@ enum Modifier {
     Join,
 }
 
+/// What rules are indexed by (see `detect::prefilter`): an event field, or
+/// the presence of a part of the event, whose values an event is looked up
+/// by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    Verb,
+    Resource,
+    Subresource,
+    /// `objectRef.apiGroup`.
+    ApiGroup,
+    /// The verb and `objectRef.resource` together, filed as
+    /// `VERB\0RESOURCE`.
+    VerbResource,
+    Username,
+    /// `responseStatus.code`, as rules write it (`403`).
+    Code,
+    /// Present (value `""`) when the event has an `impersonatedUser`.
+    Impersonating,
+    /// The keys of the event's annotations.
+    Annotation,
+}
+
+impl Key {
+    /// Calls `f` with each of the event's values of this key.
+    pub fn values(self, ev: &AuditEvent<'_>, f: &mut dyn FnMut(&str)) {
+        let one = match self {
+            Key::Verb => ev.verb.as_deref(),
+            Key::Resource => ev.object_ref.as_ref().and_then(|o| o.resource.as_deref()),
+            Key::Subresource => ev
+                .object_ref
+                .as_ref()
+                .and_then(|o| o.subresource.as_deref()),
+            Key::ApiGroup => ev.object_ref.as_ref().and_then(|o| o.api_group.as_deref()),
+            Key::VerbResource => {
+                let resource = ev.object_ref.as_ref().and_then(|o| o.resource.as_deref());
+                if let (Some(v), Some(r)) = (ev.verb.as_deref(), resource) {
+                    // On the stack unless hostile values make it long.
+                    let mut buf = [0u8; 96];
+                    let n = v.len() + 1 + r.len();
+                    if n <= buf.len() {
+                        buf[..v.len()].copy_from_slice(v.as_bytes());
+                        buf[v.len() + 1..n].copy_from_slice(r.as_bytes());
+                        if let Ok(pair) = std::str::from_utf8(&buf[..n]) {
+                            f(pair);
+                        }
+                    } else {
+                        f(&format!("{v}\0{r}"));
+                    }
+                }
+                return;
+            }
+            Key::Username => ev.user.username.as_deref(),
+            Key::Code => {
+                if let Some(c) = ev.response_code() {
+                    // As `Val::text` writes the number.
+                    f(&fmt_num(c as f64));
+                }
+                return;
+            }
+            Key::Impersonating => ev.impersonated_user.as_ref().map(|_| ""),
+            Key::Annotation => {
+                ev.annotations.iter().for_each(|(k, _)| f(k));
+                return;
+            }
+        };
+        if let Some(v) = one {
+            f(v);
+        }
+    }
+
+    /// About how many events in a thousand carry `value` here: how little
+    /// an index entry narrows the rules (a guess from typical traffic; it
+    /// only chooses between the keys a rule offers).
+    pub fn share(self, value: &str) -> u32 {
+        match (self, value) {
+            (Key::Verb, "get" | "list" | "watch" | "update" | "patch") => 300,
+            (Key::Verb, "create") => 100,
+            (Key::Verb, _) => 10,
+            (Key::Resource, "pods" | "nodes" | "leases" | "configmaps" | "endpoints") => 100,
+            (Key::Resource, "endpointslices" | "events" | "secrets" | "serviceaccounts") => 50,
+            (Key::Resource, _) => 20,
+            (Key::Subresource, "status") => 100,
+            (Key::Subresource, _) => 5,
+            (Key::ApiGroup, "apps" | "coordination.k8s.io" | "discovery.k8s.io") => 200,
+            (Key::ApiGroup, _) => 20,
+            (Key::VerbResource, pair) => {
+                let (v, r) = pair.split_once('\0').unwrap_or((pair, ""));
+                (Key::Verb.share(v) * Key::Resource.share(r) / 1000).max(1)
+            }
+            (Key::Username, _) => 20,
+            (Key::Code, "200" | "201") => 900,
+            (Key::Code, _) => 20,
+            (Key::Impersonating, _) => 5,
+            (Key::Annotation, v) if v.starts_with("authorization.k8s.io/") => 1000,
+            (Key::Annotation, _) => 10,
+        }
+    }
+}
+
 /// A compiled field path.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Field {
@@ -410,6 +509,33 @@ impl Field {
                 | Source::Pod(PodPart::Spec(_) | PodPart::AllContainers(_))
                 | Source::Elem(_)
         )
+    }
+
+    /// The single-valued event field this path reads, when it is one the
+    /// rule index looks rules up by (see `detect::prefilter`).
+    pub fn key(&self) -> Option<Key> {
+        if self.modifier != Modifier::None {
+            return None;
+        }
+        match &self.source {
+            Source::Verb => Some(Key::Verb),
+            Source::ObjectRef(ObjPart::Resource) => Some(Key::Resource),
+            Source::ObjectRef(ObjPart::Subresource) => Some(Key::Subresource),
+            Source::ObjectRef(ObjPart::ApiGroup) => Some(Key::ApiGroup),
+            Source::User(UserPart::Username) => Some(Key::Username),
+            Source::Code => Some(Key::Code),
+            _ => None,
+        }
+    }
+
+    /// The index entry every event in which this path has a value is filed
+    /// under: whatever the test, a value must be there for it to pass.
+    pub fn presence(&self) -> Option<(Key, String)> {
+        match &self.source {
+            Source::Impersonated(_) => Some((Key::Impersonating, String::new())),
+            Source::Annotation(k) => Some((Key::Annotation, k.clone())),
+            _ => None,
+        }
     }
 
     /// A JSON key that appears verbatim in the raw text of every event in
