@@ -63,9 +63,10 @@ pub struct AuditEvent<'a> {
     /// The authenticated caller.
     #[serde(borrow, default)]
     pub user: UserInfo<'a>,
-    /// Who the caller impersonated, if anyone.
+    /// Who the caller impersonated, if anyone (rare: boxed, which keeps
+    /// the event a quarter smaller to move).
     #[serde(borrow, default)]
-    pub impersonated_user: Option<UserInfo<'a>>,
+    pub impersonated_user: Option<Box<UserInfo<'a>>>,
     /// X-Forwarded-For values first, the connection's remote address last.
     #[serde(borrow, default, rename = "sourceIPs", deserialize_with = "cow_vec")]
     pub source_ips: Strs<'a>,

@@ -93,7 +93,7 @@ pub struct Pipeline {
     /// Events seen lately, by cluster, auditID, stage and content (the
     /// daemon: a client that retries a batch it sent is not counted
     /// twice in the coverage); off for `scan`.
-    recent: Option<lru::LruCache<[u8; 16], ()>>,
+    recent: Option<lru::LruCache<[u8; 16], (), ahash::RandomState>>,
 }
 
 /// Dedup keys remembered at most (the oldest go first).
@@ -218,7 +218,8 @@ impl Pipeline {
     /// webhook batch whose answer it did not get, are neither counted nor
     /// checked again.
     pub fn drop_redeliveries(&mut self, n: usize) {
-        self.recent = std::num::NonZeroUsize::new(n).map(lru::LruCache::new);
+        self.recent = std::num::NonZeroUsize::new(n)
+            .map(|n| lru::LruCache::with_hasher(n, ahash::RandomState::new()));
     }
 
     /// Saves `state` under `name` with the next commit (replacing what an

@@ -160,7 +160,7 @@ pub enum Cond {
 pub enum Op {
     /// Exact match against a set (equals, in, in_list); lower-cased when icase.
     In {
-        set: HashSet<String>,
+        set: HashSet<String, ahash::RandomState>,
         icase: bool,
     },
     Prefix {
@@ -291,7 +291,7 @@ impl CondDef {
         let fold = |s: String| if icase { s.to_ascii_lowercase() } else { s };
         if let Some(v) = &self.equals {
             return Ok(Op::In {
-                set: [fold(v.0.clone())].into(),
+                set: std::iter::once(fold(v.0.clone())).collect(),
                 icase,
             });
         }

@@ -80,7 +80,7 @@ pub struct Detector {
     /// request arrive close together, and with a store a finding older
     /// than that is still recognised there (unique on cluster, auditID and
     /// rule), so a daemon's memory stays flat however long it runs.
-    seen: lru::LruCache<[u8; 16], u64>,
+    seen: lru::LruCache<[u8; 16], u64, ahash::RandomState>,
     /// The findings of the event being checked (kept to reuse its buffer).
     batch: Vec<Finding>,
 }
@@ -91,7 +91,7 @@ impl Detector {
         Detector {
             rules,
             token: None,
-            seen: lru::LruCache::new(SEEN),
+            seen: lru::LruCache::with_hasher(SEEN, ahash::RandomState::new()),
             batch: Vec::new(),
         }
     }

@@ -47,7 +47,7 @@ pub struct Prefilter {
     /// Rules no index entry narrows: candidates of every event.
     unindexed: Vec<u64>,
     /// Per key field, the rules filed under each value.
-    index: Vec<(Key, HashMap<String, Vec<u64>>)>,
+    index: Vec<(Key, Index)>,
     /// Rules that also need one of their needles.
     needy: Vec<u64>,
     ac: Option<AhoCorasick>,
@@ -55,6 +55,9 @@ pub struct Prefilter {
     /// Per active rule: the needle ids it needs one of (empty: none).
     rule_needles: Vec<Vec<usize>>,
 }
+
+/// One key's values and the rules filed under each.
+type Index = HashMap<String, Vec<u64>, ahash::RandomState>;
 
 /// Which active rules an event is a candidate for.
 pub struct Candidates {
@@ -93,7 +96,7 @@ impl Prefilter {
         let rules = reqs.len();
         let mut unindexed = words(rules);
         let mut needy = words(rules);
-        let mut index: Vec<(Key, HashMap<String, Vec<u64>>)> = Vec::new();
+        let mut index: Vec<(Key, Index)> = Vec::new();
         let mut needle_reqs: Vec<Option<Vec<String>>> = Vec::with_capacity(rules);
         for (i, req) in reqs.into_iter().enumerate() {
             let loose = req
@@ -106,7 +109,7 @@ impl Prefilter {
                         let at = match index.iter().position(|(k, _)| *k == key) {
                             Some(at) => at,
                             None => {
-                                index.push((key, HashMap::new()));
+                                index.push((key, Index::default()));
                                 index.len() - 1
                             }
                         };

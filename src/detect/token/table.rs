@@ -11,14 +11,17 @@ use std::num::NonZeroUsize;
 use lru::LruCache;
 
 pub struct Table<K: Hash + Eq, V> {
-    map: LruCache<K, V>,
+    map: LruCache<K, V, ahash::RandomState>,
     evictions: u64,
 }
 
 impl<K: Hash + Eq + Clone, V> Table<K, V> {
     pub fn new(cap: usize) -> Self {
         Table {
-            map: LruCache::new(NonZeroUsize::new(cap.max(1)).unwrap_or(NonZeroUsize::MIN)),
+            map: LruCache::with_hasher(
+                NonZeroUsize::new(cap.max(1)).unwrap_or(NonZeroUsize::MIN),
+                ahash::RandomState::new(),
+            ),
             evictions: 0,
         }
     }
