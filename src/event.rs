@@ -13,6 +13,7 @@
 //! whether some JSON *is* an audit event, and where it came from, is the
 //! decoder's job.
 
+mod fast;
 pub mod query;
 pub mod short;
 
@@ -253,6 +254,15 @@ impl<'a> AuditEvent<'a> {
     /// This only checks the shape; [`AuditEvent::validate`] says whether
     /// the result is an audit event at all.
     pub fn parse(raw: &'a str) -> Result<Self, serde_json::Error> {
+        match fast::parse(raw) {
+            Some(ev) => Ok(ev),
+            None => AuditEvent::parse_with_serde(raw),
+        }
+    }
+
+    /// The reference parser (serde's derive): what [`AuditEvent::parse`]
+    /// answers, the fast path included.
+    fn parse_with_serde(raw: &'a str) -> Result<Self, serde_json::Error> {
         let mut ev: AuditEvent<'a> = serde_json::from_str(raw)?;
         ev.raw = raw;
         Ok(ev)
@@ -556,5 +566,183 @@ mod tests {
         let ev = AuditEvent::parse(raw).unwrap();
         assert!(ev.annotations.is_empty());
         assert!(ev.user.extra.is_empty());
+    }
+
+    /// Every event the repository holds (fixtures, the peers' captures,
+    /// rule tests, the bench corpus), one JSON text per entry.
+    fn every_event() -> Vec<String> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["fixtures/envelopes", "../shared/peers"] {
+            let mut stack = vec![root.join(dir)];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else {
+                        files.push(p);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for f in files {
+            let text = String::from_utf8_lossy(&std::fs::read(f).unwrap_or_default()).into_owned();
+            out.extend(
+                text.lines()
+                    .filter(|l| l.trim_start().starts_with('{'))
+                    .map(str::to_owned),
+            );
+            if text.trim_start().starts_with('{') && text.lines().count() > 1 {
+                out.push(text);
+            }
+        }
+        let rules = crate::detect::RuleSet::load(&[]).unwrap();
+        for r in rules.rules() {
+            for t in &r.tests {
+                out.extend(t.events.iter().cloned());
+            }
+        }
+        let mut corpus = Vec::new();
+        let opts = crate::bench::corpus::Options {
+            events: 3000,
+            seed: 7,
+            attack_every: 50,
+        };
+        crate::bench::corpus::generate(&opts, &mut corpus).unwrap();
+        out.extend(
+            String::from_utf8(corpus)
+                .unwrap()
+                .lines()
+                .map(str::to_owned),
+        );
+        out
+    }
+
+    /// The fast path answers exactly what serde answers, or leaves it to
+    /// serde.
+    fn agrees(raw: &str) {
+        if let Some(fast) = fast::parse(raw) {
+            let reference = AuditEvent::parse_with_serde(raw);
+            assert!(
+                reference.is_ok(),
+                "the fast path accepted what serde refuses ({:?}): {raw}",
+                reference.err()
+            );
+            assert_eq!(
+                format!("{fast:?}"),
+                format!("{:?}", reference.unwrap()),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_serde_on_every_event() {
+        let events = every_event();
+        assert!(events.len() > 3000, "{}", events.len());
+        let mut fast = 0;
+        for raw in &events {
+            agrees(raw);
+            fast += usize::from(fast::parse(raw).is_some());
+        }
+        // And it is the path taken: every event of the bench corpus and
+        // nearly all the captured ones.
+        assert!(
+            fast * 100 >= events.len() * 95,
+            "{fast} of {}",
+            events.len()
+        );
+    }
+
+    /// Edits that take an event off the common shape.
+    fn mutate(raw: &str, seed: u64) -> String {
+        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n.max(1) as u64) as usize
+        };
+        let chars: Vec<(usize, char)> = raw.char_indices().collect();
+        let at = chars.get(next(chars.len())).map_or(0, |c| c.0);
+        let (head, tail) = raw.split_at(at);
+        const PIECES: &[&str] = &[
+            "\"",
+            "\\",
+            "\\\"",
+            "\\u0041",
+            "\\ud800",
+            "\\n",
+            ",",
+            ":",
+            "{",
+            "}",
+            "[",
+            "]",
+            "null",
+            "true",
+            "1",
+            "-0",
+            "1.5e3",
+            "0403",
+            " ",
+            "\t",
+            "\u{1}",
+            "é",
+            r#""verb":"get","#,
+            r#""user":null,"#,
+            r#""stage":7,"#,
+            r#""code":403.0,"#,
+            r#""sourceIPs":"10.0.0.1","#,
+            r#""annotations":{"a":null},"#,
+            r#""x":[[[[[]]]]],"#,
+            r#""v\u0065rb":"delete","#,
+            r#""extra":{"k":"v"},"#,
+            r#""requestObject":{"a":[1,{"b":"c"}]},"#,
+        ];
+        match next(4) {
+            0 => format!("{head}{}{tail}", PIECES[next(PIECES.len())]),
+            1 => head.to_owned(),
+            2 => {
+                let cut = tail.char_indices().nth(next(8)).map_or(tail.len(), |c| c.0);
+                format!("{head}{}", &tail[cut..])
+            }
+            _ => format!(
+                "{head}{}{}{tail}",
+                PIECES[next(PIECES.len())],
+                PIECES[next(PIECES.len())]
+            ),
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_serde_on_mutations() {
+        let events = every_event();
+        for (i, raw) in events.iter().enumerate() {
+            for k in 0..6 {
+                let seed = (i * 6 + k) as u64;
+                let once = mutate(raw, seed);
+                agrees(&once);
+                agrees(&mutate(&once, seed + 1_000_003));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_agrees_on_arbitrary_fields(
+            key in proptest::sample::select(vec!["kind", "verb", "stage", "user", "impersonatedUser",
+                "sourceIPs", "objectRef", "responseStatus", "annotations", "requestObject", "other"]),
+            value in proptest::sample::select(vec![r#""s""#, r#""\u00e9\n""#, "null", "0", "-12", "1.5",
+                "true", "[]", r#"["a","b"]"#, r#"[1]"#, "{}", r#"{"code":403,"message":"m"}"#,
+                r#"{"username":"u","extra":{"k":["v"],"k2":"w","k3":null}}"#, r#"{"a":"b","a":"c"}"#,
+                r#"{"resource":"pods","resource":"x"}"#, r#"{"code":1e2}"#, "[[[[[[[[[]]]]]]]]]"]),
+            pad in "[ \t\n]{0,2}",
+        ) {
+            let raw = format!(r#"{{"auditID":"a","verb":"get",{pad}"{key}"{pad}:{pad}{value}{pad}}}"#);
+            agrees(&raw);
+        }
     }
 }

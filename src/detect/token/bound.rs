@@ -127,19 +127,19 @@ pub fn bound_pod_elsewhere(run: &mut Run<'_>, r: &Req<'_, '_>) {
     if addr.is_loopback() || run.nets.trusted(&addr) {
         return;
     }
-    let node_addrs: Vec<String> = r
-        .bound_node
-        .and_then(|n| run.state.nodes.peek(n))
+    let known = r.bound_node.and_then(|n| run.state.nodes.peek(n));
+    // The common case, a pod on a hostNetwork or a kubelet-side client:
+    // settled without formatting an address.
+    if known.is_some_and(|a| a.0.iter().any(|(ip, _)| *ip == addr)) {
+        return;
+    }
+    let node_addrs: Vec<String> = known
         .map(|a| a.0.iter().map(|(ip, _)| ip.to_string()).collect())
         .unwrap_or_default();
-    let at_node = node_addrs.iter().any(|a| *a == addr.to_string());
     let other = run.state.other_node(&addr, r.bound_node).map(str::to_owned);
     let in_pods = run.nets.pod(&addr);
     let pod = r.pod.unwrap_or("-");
     let node = r.bound_node.unwrap_or("-");
-    if at_node {
-        return;
-    }
     // The bound node's addresses are not known yet (a fresh start, an
     // evicted entry) and this could be one: a hostNetwork pod on its node.
     if node_addrs.is_empty() && other.is_none() && run.nets.node_candidate(&addr) {
