@@ -124,13 +124,18 @@ impl Detector {
 
     /// Runs every rule on `ev`, calling `found` for each new finding.
     pub fn check(&mut self, ev: &AuditEvent<'_>, found: &mut dyn FnMut(Finding)) {
-        let fp = fingerprint(ev);
         let mut batch = std::mem::take(&mut self.batch);
         let checked = self.rules.check(ev, &mut |_, f| batch.push(f));
         let from_rules = batch.len();
         if let Some(t) = &mut self.token {
             t.check(ev, &mut batch);
         }
+        if batch.is_empty() && !checked.body_unreadable {
+            // Nothing found: the common case costs no fingerprint.
+            self.batch = batch;
+            return;
+        }
+        let fp = fingerprint(ev);
         if batch.len() > from_rules && from_rules > 0 {
             for id in supersede(&mut batch, from_rules) {
                 // Never reported later either (another stage of the request).
