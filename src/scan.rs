@@ -107,13 +107,22 @@ impl Summary {
 ///
 /// # Errors
 /// Only when writing to `out` fails; problems with inputs are counted.
+/// SQLite page cache of a scan into the store, KiB: it appends and looks
+/// up little, and `scan` stays within 64 MB whatever the input (issue 8);
+/// the daemon keeps the store's default.
+const SCAN_CACHE_KIB: i64 = 8 * 1024;
+
 pub fn scan(
     opts: &ScanOptions,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Summary, ScanError> {
     let store = match &opts.db {
-        Some(path) => Some(Store::open(path)?),
+        Some(path) => {
+            let store = Store::open(path)?;
+            store.limit_cache(SCAN_CACHE_KIB)?;
+            Some(store)
+        }
         None => None,
     };
     let token = TokenDetector::new(&opts.config).map_err(ScanError::Config)?;

@@ -197,6 +197,17 @@ impl Store {
         self.conn.dialect()
     }
 
+    /// Shrinks SQLite's page cache to `kib` KiB (a one-off `scan`, which
+    /// mostly appends, keeps its peak memory small); nothing on PostgreSQL.
+    pub fn limit_cache(&self, kib: i64) -> Result<(), Error> {
+        if self.conn.dialect() == Dialect::Sqlite {
+            self.conn
+                .execute_batch(&format!("PRAGMA cache_size = -{}", kib.max(0)))
+                .map_err(error::sql("set the page cache size"))?;
+        }
+        Ok(())
+    }
+
     /// Whether the database still answers (`/readyz`).
     pub fn is_alive(&self) -> bool {
         self.conn.is_alive()
@@ -278,6 +289,19 @@ pub(crate) fn now_unix() -> i64 {
 mod tests {
     use super::testutil::*;
     use super::*;
+
+    #[test]
+    fn the_page_cache_can_be_limited() {
+        let (_dir, store) = temp_store();
+        store.limit_cache(8 * 1024).unwrap();
+        if store.dialect() == Dialect::Sqlite {
+            let kib: i64 = store
+                .conn
+                .query_row("PRAGMA cache_size", db::params![], |r| r.get(0))
+                .unwrap();
+            assert_eq!(kib, -8 * 1024);
+        }
+    }
 
     #[test]
     fn open_creates_schema_and_reopen_keeps_everything() {
