@@ -699,6 +699,9 @@ mod tests {
             r#""annotations":{"a":null},"#,
             r#""x":[[[[[]]]]],"#,
             r#""v\u0065rb":"delete","#,
+            "\\ud83d\\ude00",
+            "\\udc00",
+            r#""reason":"a \"b\" \u0026 c","#,
             r#""extra":{"k":"v"},"#,
             r#""requestObject":{"a":[1,{"b":"c"}]},"#,
         ];

@@ -150,6 +150,62 @@ fn skip_plain(b: &[u8], mut j: usize) -> usize {
     j
 }
 
+/// The text of a JSON string (between its quotes) with its escapes
+/// decoded; `None` for an invalid escape or a lone surrogate, which serde
+/// refuses too.
+fn unescape(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < b.len() {
+        let j = memchr::memchr(b'\\', &b[i..]).map_or(b.len(), |k| i + k);
+        out.push_str(text.get(i..j)?);
+        if j == b.len() {
+            break;
+        }
+        i = j + 2;
+        match b.get(j + 1)? {
+            b'"' => out.push('"'),
+            b'\\' => out.push('\\'),
+            b'/' => out.push('/'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'n' => out.push('\n'),
+            b'r' => out.push('\r'),
+            b't' => out.push('\t'),
+            b'u' => {
+                let hi = hex4(b.get(i..i + 4)?)?;
+                i += 4;
+                let c = match hi {
+                    0xD800..=0xDBFF => {
+                        if b.get(i..i + 2)? != b"\\u" {
+                            return None;
+                        }
+                        let lo = hex4(b.get(i + 2..i + 6)?)?;
+                        if !(0xDC00..=0xDFFF).contains(&lo) {
+                            return None;
+                        }
+                        i += 6;
+                        char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    _ => char::from_u32(hi)?,
+                };
+                out.push(c);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn hex4(h: &[u8]) -> Option<u32> {
+    h.iter().try_fold(0u32, |n, &c| {
+        let d = (c as char).to_digit(16)?;
+        Some(n * 16 + d)
+    })
+}
+
 struct Reader<'a> {
     s: &'a str,
     b: &'a [u8],
@@ -204,9 +260,9 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self) -> Option<Cow<'a, str>> {
-        let (text, quoted, escaped) = self.string_raw()?;
+        let (text, _, escaped) = self.string_raw()?;
         if escaped {
-            serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
+            unescape(text).map(Cow::Owned)
         } else {
             Some(Cow::Borrowed(text))
         }
@@ -236,9 +292,9 @@ impl<'a> Reader<'a> {
 
     /// An object of any keys (annotations, `extra`): `f` reads each value.
     fn map(&mut self, mut f: impl FnMut(&mut Self, Cow<'a, str>) -> Option<()>) -> Option<()> {
-        self.members(|r, (key, quoted, escaped)| {
+        self.members(|r, (key, _, escaped)| {
             let key = if escaped {
-                Cow::Owned(serde_json::from_str::<String>(quoted).ok()?)
+                Cow::Owned(unescape(key)?)
             } else {
                 Cow::Borrowed(key)
             };
@@ -505,6 +561,31 @@ mod tests {
             ("é€𝄞 plain \"", "é€𝄞 plain ".len()),
         ] {
             assert_eq!(skip_plain(text.as_bytes(), 0), at, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn escapes_decode_as_serde_decodes_them() {
+        for text in [
+            r#"plain"#,
+            r#"RBAC: allowed by ClusterRoleBinding \"api\" of ClusterRole \"api\""#,
+            r#"/api?watch=true\u0026resourceVersion=1"#,
+            r#"\\ \/ \b \f \n \r \t \u00e9 \ud83d\ude00 end"#,
+            r#"\u0000"#,
+        ] {
+            let want: String = serde_json::from_str(&format!("\"{text}\"")).unwrap();
+            assert_eq!(unescape(text).as_deref(), Some(want.as_str()), "{text}");
+        }
+        for bad in [
+            r#"\ud800"#,
+            r#"\udc00x"#,
+            r#"\ud800\u0041"#,
+            r#"\x"#,
+            r#"\u12"#,
+            r#"\u12g4"#,
+        ] {
+            assert!(serde_json::from_str::<String>(&format!("\"{bad}\"")).is_err());
+            assert_eq!(unescape(bad), None, "{bad}");
         }
     }
 
