@@ -206,6 +206,17 @@ fn hex4(h: &[u8]) -> Option<u32> {
     })
 }
 
+/// The first index at or after `j` holding a quote or a bracket, or
+/// `b.len()`.
+fn skip_structure(b: &[u8], j: usize) -> usize {
+    b.get(j..)
+        .and_then(|rest| {
+            rest.iter()
+                .position(|&c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']'))
+        })
+        .map_or(b.len(), |k| j + k)
+}
+
 struct Reader<'a> {
     s: &'a str,
     b: &'a [u8],
@@ -455,11 +466,44 @@ impl<'a> Reader<'a> {
         self.s.get(start..j)?.parse().ok()
     }
 
-    /// A value kept as raw JSON text (request and response bodies).
+    /// A value kept as raw JSON text (request and response bodies): its
+    /// end found by brackets and strings alone, then serde_json checks it
+    /// (one checking pass over what may be tens of kilobytes, not two).
     fn raw_value(&mut self) -> Option<&'a RawValue> {
         self.ws();
         let start = self.i;
-        self.skip(0)?;
+        match self.b.get(start)? {
+            b'{' | b'[' => {
+                let mut depth = 0u32;
+                let mut j = start;
+                loop {
+                    j = skip_structure(self.b, j);
+                    match self.b.get(j)? {
+                        b'"' => {
+                            j += 1;
+                            loop {
+                                j = skip_plain(self.b, j);
+                                match self.b.get(j)? {
+                                    b'"' => break,
+                                    b'\\' => j += 2,
+                                    _ => j += 1,
+                                }
+                            }
+                        }
+                        b'{' | b'[' => depth += 1,
+                        _ => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                    }
+                    j += 1;
+                }
+                self.i = j + 1;
+            }
+            _ => self.skip(0)?,
+        }
         serde_json::from_str(self.s.get(start..self.i)?).ok()
     }
 
