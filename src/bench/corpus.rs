@@ -39,6 +39,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use super::attacks::{self, Attack, Planted};
+use super::bodies::Bodies;
 use super::event::{Ev, Extra, Groups, ObjRef, Stage, Status, User, write_event};
 use super::rng::{Micros, Rng, Uuid};
 use super::traffic::{
@@ -62,6 +63,8 @@ pub struct Options {
     pub seed: u64,
     /// One attack per this many lines; 0 plants none.
     pub attack_every: u64,
+    /// Metadata, or RequestResponse with bodies.
+    pub level: Level,
 }
 
 impl Default for Options {
@@ -70,6 +73,27 @@ impl Default for Options {
             events: 1_000_000,
             seed: 1,
             attack_every: 10_000,
+            level: Level::Metadata,
+        }
+    }
+}
+
+/// The audit level of the benign traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Level {
+    /// About 1 KB per event, no bodies.
+    #[default]
+    Metadata,
+    /// Request and response bodies on reads and writes (5 to 20 KB per
+    /// such event; `bodies`).
+    RequestResponse,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Metadata => "metadata",
+            Level::RequestResponse => "request-response",
         }
     }
 }
@@ -382,6 +406,8 @@ pub struct Emitter<W: Write> {
     line: Vec<u8>,
     pending: BinaryHeap<Pending>,
     seq: u64,
+    /// The RequestResponse variant's bodies.
+    bodies: Option<Bodies>,
 }
 
 impl<W: Write> Emitter<W> {
@@ -396,7 +422,11 @@ impl<W: Write> Emitter<W> {
     /// Writes one event.
     pub fn emit(&mut self, ev: &Ev<'_>, class: Class) -> io::Result<()> {
         self.line.clear();
-        write_event(&mut self.line, ev)?;
+        let dressed = match &mut self.bodies {
+            Some(b) if class != Class::Attack => b.dress(ev),
+            _ => None,
+        };
+        write_event(&mut self.line, dressed.as_ref().unwrap_or(ev))?;
         self.write_line(class as u8)
     }
 
@@ -448,11 +478,16 @@ pub struct Gen<W: Write> {
 
 /// Writes the corpus to `out` and returns what was written (with the
 /// planted attacks).
+///
+/// At `Level::RequestResponse` the events are those of the Metadata corpus
+/// of the same seed, with bodies.
 pub fn generate<W: Write>(opts: &Options, out: W) -> io::Result<Summary> {
+    let level = opts.level;
     let mut root = Rng::new(opts.seed);
     let world = World::new(&mut root.fork(1));
     let traffic = root.fork(2);
     let mut attack_rng = root.fork(3);
+    let bodies = (level == Level::RequestResponse).then(|| Bodies::new(root.fork(4)));
     let mut g = Gen {
         world,
         em: Emitter {
@@ -465,6 +500,7 @@ pub fn generate<W: Write>(opts: &Options, out: W) -> io::Result<Summary> {
             line: Vec::with_capacity(4096),
             pending: BinaryHeap::new(),
             seq: 0,
+            bodies,
         },
         s: Scratch::default(),
     };
@@ -895,6 +931,7 @@ mod tests {
             events: 3_000,
             seed: 42,
             attack_every: 500,
+            ..Options::default()
         };
         let (a, sa) = corpus(&opts);
         let (b, _) = corpus(&opts);
@@ -913,6 +950,7 @@ mod tests {
             events: 5_000,
             seed: 7,
             attack_every: 700,
+            ..Options::default()
         });
         let mut ids = std::collections::HashSet::new();
         for line in out.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
@@ -937,6 +975,7 @@ mod tests {
             events: 2_000,
             seed: 1,
             attack_every: 100,
+            ..Options::default()
         });
         let mut out = Vec::new();
         write_planted(&mut out, &summary.planted).unwrap();

@@ -9,6 +9,9 @@
 //!   timestamps in `rng`;
 //! - [`run`]: `kaudit bench run`: each phase (decode+detect, scan into
 //!   the store, jq, wc) in a child process, on one CPU and on all;
+//! - [`kafka`]: `kaudit bench kafka`: the daemon from Kafka to stored
+//!   finding: a topic fed at a sustained rate, the latency of each planted
+//!   attack from producer to store, the daemon's peak RSS;
 //! - [`measure`]: one child timed, pinned with taskset, its peak RSS read
 //!   from `wait4`;
 //! - [`report`]: the figures as JSON or a table.
@@ -16,8 +19,10 @@
 //! The CLI edge is `crate::cli::bench`.
 
 pub mod attacks;
+mod bodies;
 pub mod corpus;
 mod event;
+pub mod kafka;
 pub mod measure;
 pub mod report;
 mod rng;

@@ -70,8 +70,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 
 /// The corpus file and its planted list in `dir` for these options.
 pub fn corpus_paths(dir: &Path, o: &Options) -> (PathBuf, PathBuf) {
+    let level = match o.level {
+        corpus::Level::Metadata => "",
+        corpus::Level::RequestResponse => "-rr",
+    };
     let stem = format!(
-        "corpus-v{GENERATOR_VERSION}-n{}-s{}-a{}",
+        "corpus-v{GENERATOR_VERSION}-n{}-s{}-a{}{level}",
         o.events, o.seed, o.attack_every
     );
     (
@@ -389,6 +393,7 @@ pub fn run(opts: &RunOptions, log: &mut dyn Write) -> Result<Report, Error> {
             bytes_per_event: bytes / events.max(1),
             seed: opts.corpus.seed,
             attack_every: opts.corpus.attack_every,
+            level: opts.corpus.level.as_str(),
             attacks_planted: attacks,
             generated: !reuse,
             generate_seconds,
@@ -447,6 +452,7 @@ mod tests {
                 events: 5,
                 seed: 6,
                 attack_every: 7,
+                ..Options::default()
             },
         );
         assert_eq!(

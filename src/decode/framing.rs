@@ -28,6 +28,12 @@ pub const STREAMED_KEYS: [&str; 3] = ["items", "records", "logEvents"];
 pub const SAMPLE_BYTES: usize = 64 * 1024;
 
 const READ_CHUNK: usize = 64 * 1024;
+/// The first read's size: a Kafka message or a webhook body is framed by a
+/// framer of its own, and zero-filling 64 KiB for each (twice: its bytes,
+/// then the end) cost more than decoding it. Each read that fills its
+/// buffer doubles the next, up to [`READ_CHUNK`], so a file reaches full
+/// reads after four.
+const FIRST_CHUNK: usize = 4 * 1024;
 
 /// One framed piece of input.
 #[derive(Debug)]
@@ -78,7 +84,8 @@ pub fn frame<R: Read>(
 ) -> Result<(), ReadError> {
     let mut f = Framer {
         input,
-        buf: Vec::with_capacity(READ_CHUNK),
+        buf: Vec::with_capacity(FIRST_CHUNK),
+        chunk: FIRST_CHUNK,
         start: 0,
         line: 1,
         eof: false,
@@ -105,6 +112,8 @@ const BOM: &[u8] = b"\xef\xbb\xbf";
 struct Framer<R> {
     input: R,
     buf: Vec<u8>,
+    /// The size of the next read.
+    chunk: usize,
     /// Everything before `start` has been handed out.
     start: usize,
     /// Line number at `start`.
@@ -136,7 +145,7 @@ impl<R: Read> Framer<R> {
             return Ok(false);
         }
         let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
+        self.buf.resize(len + self.chunk, 0);
         loop {
             match self.input.read(&mut self.buf[len..]) {
                 Ok(0) => {
@@ -146,6 +155,9 @@ impl<R: Read> Framer<R> {
                 }
                 Ok(n) => {
                     self.buf.truncate(len + n);
+                    if n == self.chunk {
+                        self.chunk = (self.chunk * 2).min(READ_CHUNK);
+                    }
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{Dispatch, Error};
-use crate::event::{AuditEvent, Envelope, ObjectRef, ResponseStatus, UserInfo};
+use crate::event::{AuditEvent, Envelope, ObjectRef, RawJson, ResponseStatus, UserInfo};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -216,8 +216,8 @@ pub(super) fn log_entry(d: &mut Dispatch<'_, '_>, text: &str, line: u64, envelop
                 .map(Cow::Borrowed),
             ..ResponseStatus::default()
         }),
-        request_object: p.request,
-        response_object: p.response,
+        request_object: p.request.map(|r| RawJson::checked(r.get())),
+        response_object: p.response.map(|r| RawJson::checked(r.get())),
         request_received_timestamp: entry.timestamp.as_deref().map(Cow::Borrowed),
         stage_timestamp: entry
             .receive_timestamp

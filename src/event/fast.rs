@@ -17,9 +17,7 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
-
-use super::{AuditEvent, ObjectRef, ResponseStatus, Short, Stage, UserInfo};
+use super::{AuditEvent, ObjectRef, RawJson, ResponseStatus, Short, Stage, UserInfo};
 
 /// Deepest nesting skipped here; deeper values go to serde (whose limit is
 /// 128).
@@ -154,25 +152,40 @@ fn skip_plain(b: &[u8], mut j: usize) -> usize {
 /// decoded; `None` for an invalid escape or a lone surrogate, which serde
 /// refuses too.
 fn unescape(text: &str) -> Option<String> {
-    let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
+    decode_escapes(text, Some(&mut out))?;
+    Some(out)
+}
+
+/// Decodes the escapes of `text` into `out`, or only checks them when
+/// `out` is `None`.
+fn decode_escapes(text: &str, mut out: Option<&mut String>) -> Option<()> {
+    let b = text.as_bytes();
     let mut i = 0;
+    let push = |c: char, out: &mut Option<&mut String>| {
+        if let Some(o) = out.as_deref_mut() {
+            o.push(c);
+        }
+    };
     while i < b.len() {
         let j = memchr::memchr(b'\\', &b[i..]).map_or(b.len(), |k| i + k);
-        out.push_str(text.get(i..j)?);
+        let plain = text.get(i..j)?;
+        if let Some(o) = out.as_deref_mut() {
+            o.push_str(plain);
+        }
         if j == b.len() {
             break;
         }
         i = j + 2;
         match b.get(j + 1)? {
-            b'"' => out.push('"'),
-            b'\\' => out.push('\\'),
-            b'/' => out.push('/'),
-            b'b' => out.push('\u{8}'),
-            b'f' => out.push('\u{c}'),
-            b'n' => out.push('\n'),
-            b'r' => out.push('\r'),
-            b't' => out.push('\t'),
+            b'"' => push('"', &mut out),
+            b'\\' => push('\\', &mut out),
+            b'/' => push('/', &mut out),
+            b'b' => push('\u{8}', &mut out),
+            b'f' => push('\u{c}', &mut out),
+            b'n' => push('\n', &mut out),
+            b'r' => push('\r', &mut out),
+            b't' => push('\t', &mut out),
             b'u' => {
                 let hi = hex4(b.get(i..i + 4)?)?;
                 i += 4;
@@ -191,12 +204,12 @@ fn unescape(text: &str) -> Option<String> {
                     0xDC00..=0xDFFF => return None,
                     _ => char::from_u32(hi)?,
                 };
-                out.push(c);
+                push(c, &mut out);
             }
             _ => return None,
         }
     }
-    Some(out)
+    Some(())
 }
 
 fn hex4(h: &[u8]) -> Option<u32> {
@@ -204,17 +217,6 @@ fn hex4(h: &[u8]) -> Option<u32> {
         let d = (c as char).to_digit(16)?;
         Some(n * 16 + d)
     })
-}
-
-/// The first index at or after `j` holding a quote or a bracket, or
-/// `b.len()`.
-fn skip_structure(b: &[u8], j: usize) -> usize {
-    b.get(j..)
-        .and_then(|rest| {
-            rest.iter()
-                .position(|&c| matches!(c, b'"' | b'{' | b'}' | b'[' | b']'))
-        })
-        .map_or(b.len(), |k| j + k)
 }
 
 struct Reader<'a> {
@@ -466,59 +468,27 @@ impl<'a> Reader<'a> {
         self.s.get(start..j)?.parse().ok()
     }
 
-    /// A value kept as raw JSON text (request and response bodies): its
-    /// end found by brackets and strings alone, then serde_json checks it
-    /// (one checking pass over what may be tens of kilobytes, not two).
-    fn raw_value(&mut self) -> Option<&'a RawValue> {
+    /// A value kept as raw JSON text (request and response bodies),
+    /// checked as it is skipped.
+    fn raw_value(&mut self) -> Option<RawJson<'a>> {
         self.ws();
         let start = self.i;
-        match self.b.get(start)? {
-            b'{' | b'[' => {
-                let mut depth = 0u32;
-                let mut j = start;
-                loop {
-                    j = skip_structure(self.b, j);
-                    match self.b.get(j)? {
-                        b'"' => {
-                            j += 1;
-                            loop {
-                                j = skip_plain(self.b, j);
-                                match self.b.get(j)? {
-                                    b'"' => break,
-                                    b'\\' => j += 2,
-                                    _ => j += 1,
-                                }
-                            }
-                        }
-                        b'{' | b'[' => depth += 1,
-                        _ => {
-                            depth -= 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                    }
-                    j += 1;
-                }
-                self.i = j + 1;
-            }
-            _ => self.skip(0)?,
-        }
-        serde_json::from_str(self.s.get(start..self.i)?).ok()
+        self.skip(0)?;
+        Some(RawJson::checked(self.s.get(start..self.i)?))
     }
 
     /// Skips one JSON value, checking it.
     fn skip(&mut self, depth: u32) -> Option<()> {
         match self.peek()? {
             b'"' => {
-                let (_, quoted, escaped) = self.string_raw()?;
+                let (text, _, escaped) = self.string_raw()?;
                 if escaped {
-                    serde_json::from_str::<serde::de::IgnoredAny>(quoted).ok()?;
+                    decode_escapes(text, None)?;
                 }
             }
-            b'{' if depth < MAX_DEPTH => self.members(|r, (_, quoted, escaped)| {
+            b'{' if depth < MAX_DEPTH => self.members(|r, (text, _, escaped)| {
                 if escaped {
-                    serde_json::from_str::<serde::de::IgnoredAny>(quoted).ok()?;
+                    decode_escapes(text, None)?;
                 }
                 r.skip(depth + 1)
             })?,

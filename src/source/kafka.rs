@@ -136,7 +136,15 @@ pub fn client_config(name: &str, cfg: &KafkaSource) -> Result<ClientConfig, Stri
         // stream, and keeps the daemon's footprint bounded (`properties`
         // may raise them).
         .set("queued.max.messages.kbytes", "16384")
-        .set("fetch.max.bytes", "16777216");
+        .set("fetch.max.bytes", "16777216")
+        // Latency: once that queue is full librdkafka stops fetching for
+        // fetch.queue.backoff.ms (1 s by default), and a broker may hold
+        // an empty fetch for fetch.wait.max.ms (500 ms). With both at
+        // their defaults the daemon read about 18,000 events/s from a
+        // local broker and added half a second to every finding; at these
+        // values, about 35,000 (`kaudit bench kafka`, docs/bench.md).
+        .set("fetch.queue.backoff.ms", "20")
+        .set("fetch.wait.max.ms", "100");
     if let Some(ms) = cfg.session_timeout_ms {
         c.set("session.timeout.ms", ms.to_string());
     }
@@ -756,6 +764,8 @@ mod tests {
             get(&plain, "queued.max.messages.kbytes").as_deref(),
             Some("16384")
         );
+        assert_eq!(get(&plain, "fetch.queue.backoff.ms").as_deref(), Some("20"));
+        assert_eq!(get(&plain, "fetch.wait.max.ms").as_deref(), Some("100"));
 
         let scram = client_config(
             "k",

@@ -4,6 +4,7 @@
 
 mod alerts;
 mod bench;
+mod bench_kafka;
 mod daemon;
 mod deploy;
 mod docs;
