@@ -41,8 +41,9 @@ use serde::Serialize;
 use super::Error;
 use super::corpus::{self, Options};
 use super::measure::which;
+use super::report::thousands;
 use super::report::{CorpusInfo, Recall};
-use super::run::{corpus_paths, write_corpus};
+use super::run::{corpus_paths, remove_store, write_corpus};
 
 /// The message key, and so the cluster of every event (`cluster_from: key`).
 pub const KEY: &str = "bench";
@@ -336,21 +337,6 @@ fn cpu_sample(pid: u32, hz: f64) -> Option<(f64, f64, f64)> {
         cpu_seconds("/proc/self/stat", hz)?,
         machine_busy(hz)?,
     ))
-}
-
-/// Removes a SQLite store and its side files.
-fn remove_store(db: &Path) -> Result<(), Error> {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut p = db.as_os_str().to_owned();
-        p.push(suffix);
-        let p = PathBuf::from(p);
-        match fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&p)(e)),
-        }
-    }
-    Ok(())
 }
 
 /// A YAML scalar for `s` (a JSON string is a YAML double-quoted one).
@@ -1145,18 +1131,6 @@ pub fn run(opts: &KafkaOptions, log: &mut dyn Write) -> Result<KafkaReport, Erro
         cpu,
         notes,
     })
-}
-
-fn thousands(n: f64) -> String {
-    let s = format!("{:.0}", n.max(0.0));
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 impl KafkaReport {

@@ -173,7 +173,8 @@ pub fn recall(planted: &Path, found: &HashSet<(String, String)>) -> Result<Recal
     })
 }
 
-fn remove_store(db: &Path) -> Result<(), Error> {
+/// Removes a SQLite store and its side files.
+pub(crate) fn remove_store(db: &Path) -> Result<(), Error> {
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut p = db.as_os_str().to_owned();
         p.push(suffix);
