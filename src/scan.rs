@@ -103,15 +103,15 @@ impl Summary {
     }
 }
 
-/// Runs a scan, printing findings to `out` and problems to `err`.
-///
-/// # Errors
-/// Only when writing to `out` fails; problems with inputs are counted.
 /// SQLite page cache of a scan into the store, KiB: it appends and looks
 /// up little, and `scan` stays within 64 MB whatever the input (issue 8);
 /// the daemon keeps the store's default.
 const SCAN_CACHE_KIB: i64 = 8 * 1024;
 
+/// Runs a scan, printing findings to `out` and problems to `err`.
+///
+/// # Errors
+/// Only when writing to `out` fails; problems with inputs are counted.
 pub fn scan(
     opts: &ScanOptions,
     out: &mut dyn Write,

@@ -12,8 +12,9 @@
 //! them (`event::tests`).
 //!
 //! Strings without escapes are borrowed from the input; escaped strings
-//! are decoded by serde_json (which also checks the escapes). Unknown
-//! fields are skipped, checked as JSON.
+//! are decoded here (an invalid escape or a lone surrogate goes to serde).
+//! Unknown fields and bodies are skipped, checked as JSON; bodies are kept
+//! as their text (`RawJson`).
 
 use std::borrow::Cow;
 

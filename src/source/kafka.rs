@@ -142,7 +142,7 @@ pub fn client_config(name: &str, cfg: &KafkaSource) -> Result<ClientConfig, Stri
         // an empty fetch for fetch.wait.max.ms (500 ms). With both at
         // their defaults the daemon read about 18,000 events/s from a
         // local broker and added half a second to every finding; at these
-        // values, about 35,000 (`kaudit bench kafka`, docs/bench.md).
+        // values, about 34,000 (`kaudit bench kafka`, docs/bench.md).
         .set("fetch.queue.backoff.ms", "20")
         .set("fetch.wait.max.ms", "100");
     if let Some(ms) = cfg.session_timeout_ms {
