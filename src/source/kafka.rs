@@ -2,8 +2,9 @@
 //!
 //! Offsets are committed by hand, only after the store committed what the
 //! messages produced, never ahead of it: a crash re-reads at most the
-//! batch in flight, whose findings the store recognises. Each poll window
-//! (up to [`BATCH`] messages or [`WINDOW`]) is one batch; each message is
+//! batches in flight, whose findings the store recognises. Each poll window
+//! (up to [`BATCH`] messages or [`WINDOW`]) is one batch, read while the
+//! previous one is stored ([`IN_FLIGHT`]); each message is
 //! one part, decoded on its own, with its cluster taken from a header, the
 //! key, the topic, a fixed name, or else its envelope. On a partition
 //! revoke, offsets acknowledged by the store and not yet committed are
@@ -23,7 +24,7 @@
 //! low watermark, and what was deleted unread becomes an
 //! `audit-events-lost` finding.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,12 +36,15 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{oneshot, watch};
 
-use super::{Lost, Part, RawBatch, Readiness, Tx, Work};
+use super::{Committed, Lost, Part, RawBatch, Readiness, Tx, Work};
 use crate::config::{KafkaSource, resolve_secret};
 use crate::metrics::{Metrics, Partition};
 
 /// Messages per batch at most.
 const BATCH: usize = 500;
+/// Batches sent to the pipeline and not yet stored, at most: one being
+/// decoded and stored while the next is read.
+const IN_FLIGHT: usize = 2;
 /// How long a batch collects messages after the first one.
 const WINDOW: Duration = Duration::from_millis(100);
 
@@ -309,11 +313,28 @@ pub async fn run(
     let mut lagging: std::collections::BTreeSet<(String, i32)> = Default::default();
     let mut lag_tick = tokio::time::interval(Duration::from_secs(5));
     let mut last_lag = std::time::Instant::now();
+    // Batches sent and not yet stored, oldest first, with their offsets:
+    // the next batch is read while the previous one is decoded and stored.
+    let mut inflight: VecDeque<(oneshot::Receiver<Committed>, Offsets)> = VecDeque::new();
     loop {
-        // The first message of a batch (or a stop, or a lag tick).
+        // The first message of a batch (or a stop, a stored batch, or a
+        // lag tick).
         let first = tokio::select! {
             m = consumer.recv() => m,
             _ = stop.changed() => break,
+            stored = async {
+                match inflight.front_mut() {
+                    Some((wait, _)) => wait.await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Some((_, offsets)) = inflight.pop_front() else { continue };
+                if !stored {
+                    break;
+                }
+                settle(&consumer, &pending, &name, &mut next, offsets);
+                continue;
+            }
             _ = lag_tick.tick() => {
                 tokio::task::block_in_place(|| report_lag(&consumer, &name, &next, &metrics, &ready, &mut lagging));
                 last_lag = std::time::Instant::now();
@@ -414,15 +435,23 @@ pub async fn run(
         if tx.send(Work::Batch(batch)).await.is_err() {
             break;
         }
-        // Stored: now the offsets may move.
-        if wait.await.is_err() {
+        inflight.push_back((wait, offsets));
+        // At most IN_FLIGHT batches ahead of the store; the oldest is
+        // waited for, and once stored its offsets may move.
+        let mut stopped = false;
+        while inflight.len() >= IN_FLIGHT {
+            let Some((wait, offsets)) = inflight.pop_front() else {
+                break;
+            };
+            if wait.await.is_err() {
+                stopped = true;
+                break;
+            }
+            settle(&consumer, &pending, &name, &mut next, offsets);
+        }
+        if stopped {
             break;
         }
-        if let Ok(mut p) = pending.offsets.lock() {
-            p.extend(offsets.iter().map(|(k, v)| (k.clone(), *v)));
-        }
-        next.extend(offsets);
-        commit_pending(&consumer, &pending, &name);
         if last_lag.elapsed() >= Duration::from_secs(1) {
             // Watermarks are a round trip to the broker: off the async threads.
             tokio::task::block_in_place(|| {
@@ -431,8 +460,34 @@ pub async fn run(
             last_lag = std::time::Instant::now();
         }
     }
+    // What was sent before the stop is still stored (the pipeline drains
+    // its queue): its offsets may move too.
+    while let Some((wait, offsets)) = inflight.pop_front() {
+        if wait.await.is_err() {
+            break;
+        }
+        settle(&consumer, &pending, &name, &mut next, offsets);
+    }
     commit_pending(&consumer, &pending, &name);
     tracing::info!(source = %name, "kafka source stopped");
+}
+
+/// The next offset to read per (topic, partition), of one batch.
+type Offsets = BTreeMap<(String, i32), i64>;
+
+/// A batch is stored: its offsets may be committed to Kafka.
+fn settle(
+    consumer: &StreamConsumer<Ctx>,
+    pending: &Pending,
+    name: &str,
+    next: &mut HashMap<(String, i32), i64>,
+    offsets: Offsets,
+) {
+    if let Ok(mut p) = pending.offsets.lock() {
+        p.extend(offsets.iter().map(|(k, v)| (k.clone(), *v)));
+    }
+    next.extend(offsets);
+    commit_pending(consumer, pending, name);
 }
 
 /// Commits what the store has and Kafka not yet, for the partitions still
