@@ -43,7 +43,7 @@ use super::corpus::{self, Options};
 use super::measure::which;
 use super::report::thousands;
 use super::report::{CorpusInfo, Recall};
-use super::run::{corpus_paths, remove_store, write_corpus};
+use super::run::{corpus_paths, now_rfc3339, remove_store, write_corpus};
 
 /// The message key, and so the cluster of every event (`cluster_from: key`).
 pub const KEY: &str = "bench";
@@ -601,17 +601,6 @@ fn fresh_topic() -> String {
     format!("kaudit-bench-{}-{millis}", std::process::id())
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 /// The producer's outcome, and when each planted auditID was sent.
 struct Production {
     events: u64,
@@ -1137,29 +1126,7 @@ impl KafkaReport {
     /// The report for people.
     pub fn write_text<W: Write>(&self, mut w: W) -> io::Result<()> {
         let c = &self.corpus;
-        writeln!(
-            w,
-            "kaudit bench kafka: {} events, {:.1} MB ({} bytes/event), seed {}, {} attacks planted{}",
-            thousands(c.events as f64),
-            c.bytes as f64 / 1e6,
-            c.bytes_per_event,
-            c.seed,
-            c.attacks_planted,
-            if c.attack_every > 0 {
-                format!(" (1 in {})", thousands(c.attack_every as f64))
-            } else {
-                String::new()
-            }
-        )?;
-        writeln!(
-            w,
-            "  corpus {} ({})",
-            c.path,
-            match c.generate_seconds {
-                Some(s) if c.generated => format!("generated in {s:.2} s"),
-                _ => "reused".to_owned(),
-            }
-        )?;
+        c.write_header(&mut w, "kaudit bench kafka")?;
         writeln!(
             w,
             "  {}, {} CPUs online, kaudit {}{}",

@@ -94,6 +94,36 @@ pub struct CorpusInfo {
     pub generate_seconds: Option<f64>,
 }
 
+impl CorpusInfo {
+    /// The first two lines of a report: the corpus and where it is.
+    pub(crate) fn write_header<W: Write>(&self, mut w: W, title: &str) -> io::Result<()> {
+        writeln!(
+            w,
+            "{title}: {} {} events, {:.1} MB ({} bytes/event), seed {}, {} attacks planted{}",
+            thousands(self.events as f64),
+            self.level,
+            self.bytes as f64 / 1e6,
+            self.bytes_per_event,
+            self.seed,
+            self.attacks_planted,
+            if self.attack_every > 0 {
+                format!(" (1 in {})", thousands(self.attack_every as f64))
+            } else {
+                String::new()
+            }
+        )?;
+        writeln!(
+            w,
+            "  corpus {} ({})",
+            self.path,
+            match self.generate_seconds {
+                Some(s) if self.generated => format!("generated in {s:.2} s"),
+                _ => "reused".to_owned(),
+            }
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// When it started (RFC 3339, UTC).
@@ -127,31 +157,7 @@ pub(crate) fn thousands(n: f64) -> String {
 impl Report {
     /// The table for people.
     pub fn write_text<W: Write>(&self, mut w: W) -> io::Result<()> {
-        let c = &self.corpus;
-        writeln!(
-            w,
-            "kaudit bench: {} {} events, {:.1} MB ({} bytes/event), seed {}, {} attacks planted{}",
-            thousands(c.events as f64),
-            c.level,
-            c.bytes as f64 / 1e6,
-            c.bytes_per_event,
-            c.seed,
-            c.attacks_planted,
-            if c.attack_every > 0 {
-                format!(" (1 in {})", thousands(c.attack_every as f64))
-            } else {
-                String::new()
-            }
-        )?;
-        writeln!(
-            w,
-            "  corpus {} ({})",
-            c.path,
-            match c.generate_seconds {
-                Some(s) if c.generated => format!("generated in {s:.2} s"),
-                _ => "reused".to_owned(),
-            }
-        )?;
+        self.corpus.write_header(&mut w, "kaudit bench")?;
         writeln!(
             w,
             "  {}, {} CPUs online, kaudit {}{}{}",

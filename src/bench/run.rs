@@ -413,7 +413,8 @@ fn significant(x: f64, digits: i32) -> f64 {
     (x * scale).round() / scale
 }
 
-fn now_rfc3339() -> String {
+/// Now, in RFC 3339 (UTC, whole seconds).
+pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .replace_nanosecond(0)
         .ok()
